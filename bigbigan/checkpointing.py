@@ -1,0 +1,113 @@
+"""Orbax checkpoints of the whole TrainState: resume from the latest, keep the last N, save on
+preemption, and refuse, with a clear message, a checkpoint that does not fit the config.
+
+A checkpoint is only ever written by `save`; a failed restore raises before the trainer
+writes anything, so an incompatible or corrupt checkpoint is left exactly as it was.
+"""
+
+import os
+import signal
+import threading
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from bigbigan.errors import CheckpointError
+
+def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """Flat {path: (shape, dtype)} of a pytree of arrays or shape structs."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  return {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in leaves}
+
+
+def _mismatch(expected: Any, restored: Any) -> Optional[str]:
+  """The first difference in structure, shape or dtype, as a phrase; None if they agree."""
+  want, got = _shapes(expected), _shapes(restored)
+  missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+  if missing:
+    return f"it lacks {missing[0]}"
+  if extra:
+    return f"it has {extra[0]}, which the config does not"
+  for path, spec in want.items():
+    if got[path] != spec:
+      return f"{path} is {got[path]} but the config needs {spec}"
+  return None
+
+
+class Checkpointer:
+  """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic)."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def path(self, step: Optional[int]) -> str:
+    return "none" if step is None else os.path.join(self.directory, str(step))
+
+  def restore_latest(self, abstract_state: Any) -> Optional[Any]:
+    """The latest checkpoint restored onto `abstract_state`'s shardings, or None if none exist.
+
+    Raises:
+      CheckpointError: it cannot be read, or its structure, shapes or dtypes differ from
+        `abstract_state` (a different config wrote it).
+    """
+    step = self.latest_step()
+    if step is None:
+      return None
+    fix = ("restore the config that wrote it, or start a fresh run in another --workdir; "
+           "the checkpoint was left untouched")
+    try:
+      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as error:  # orbax raises many types for unreadable or mismatched files.
+      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      raise CheckpointError(
+          f"checkpoint {self.path(step)} cannot be restored ({reason[:300]}): {fix}") from error
+    problem = _mismatch(abstract_state, restored)
+    if problem:
+      raise CheckpointError(
+          f"checkpoint {self.path(step)} does not fit the config: {problem}; {fix}")
+    return restored
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts an asynchronous save of `state` as `step` (a no-op if that step exists)."""
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state))
+
+  def reached_preemption(self, step: int) -> bool:
+    """True when the cluster (multi-process) has signalled preemption at this step."""
+    return self._manager.reached_preemption(step)
+
+  def close(self) -> None:
+    """Waits for pending saves to be committed."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+class SigtermFlag:
+  """Turns SIGTERM into a flag the training loop polls, so it can save and exit cleanly.
+
+  Multi-process runs rely on `Checkpointer.reached_preemption` instead: JAX's preemption
+  service catches the signal and makes every process stop at the same step.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+
+  def __bool__(self) -> bool:
+    return self._event.is_set()
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

@@ -1,0 +1,17 @@
+"""The errors a user can fix: `main` prints their one-line message and exits non-zero."""
+
+
+class BigBiganError(Exception):
+  """Base class; the message names the problem and the fix."""
+
+
+class ConfigError(BigBiganError, ValueError):
+  """A config field has a value the run cannot use."""
+
+
+class CheckpointError(BigBiganError, RuntimeError):
+  """A checkpoint in the workdir cannot be restored into the configured state."""
+
+
+class NonFiniteLossError(BigBiganError, FloatingPointError):
+  """A training loss became NaN or infinite."""

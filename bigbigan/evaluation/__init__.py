@@ -1,0 +1,1 @@
+"""Evaluation: metrics computed from samples, encodings and reconstructions, and figures."""

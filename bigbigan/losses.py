@@ -1,0 +1,38 @@
+"""Adversarial objectives on the discriminator's logits for real (x, E(x)) and fake (G(z), z).
+
+Each function returns a scalar: the mean over the real pairs plus the mean over the fake pairs.
+
+- "bigan": D maximises log D(x, E(x)) + log(1 - D(G(z), z)); E and G minimise the "inverse"
+  objective of the BiGAN/ALI papers (labels swapped), the non-saturating form, which gives
+  strong gradients early in training.
+- "minimax": the same D loss; E and G minimise the negated D objective (the saturating
+  game of the papers' theory).
+- "hinge": BigBiGAN's hinge for D, max(0, 1 - y s); E and G minimise the linear y s.
+"""
+
+import jax
+import jax.numpy as jnp
+
+LOSS_KINDS = ("bigan", "minimax", "hinge")
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str) -> jax.Array:
+  """The discriminator's loss (to minimise)."""
+  if kind in ("bigan", "minimax"):
+    # -log sigmoid(r) = softplus(-r); -log(1 - sigmoid(f)) = softplus(f).
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+  if kind == "hinge":
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+  raise ValueError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
+
+
+def generator_encoder_loss(real_logits: jax.Array, fake_logits: jax.Array,
+                           kind: str) -> jax.Array:
+  """The joint loss of the encoder (real pairs) and the generator (fake pairs), to minimise."""
+  if kind == "bigan":
+    return jnp.mean(jax.nn.softplus(real_logits)) + jnp.mean(jax.nn.softplus(-fake_logits))
+  if kind == "minimax":
+    return -discriminator_loss(real_logits, fake_logits, kind)
+  if kind == "hinge":
+    return jnp.mean(real_logits) - jnp.mean(fake_logits)
+  raise ValueError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")

@@ -1,0 +1,61 @@
+"""Entry point: `python -m bigbigan.main --config=configs/mixture.py --workdir=DIR`.
+
+Any config field can be overridden on the command line, e.g. `--config.total_steps=5`; an
+unknown field is an error ("Did you mean ..."). Multi-host runs pass `--distributed` (and,
+off Cloud TPU/SLURM, the coordinator flags) so every process joins one jax.distributed job.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, figures.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (when not auto-detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter of the checkpointing libraries; their warnings still show."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = any(name in record.pathname for name in ("/orbax/", "/tensorstore/"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  # TensorFlow is only the input pipeline: keep it off the accelerators JAX uses.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  import jax  # pylint: disable=g-import-not-at-top
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  from bigbigan import train  # pylint: disable=g-import-not-at-top
+  from bigbigan.errors import BigBiganError  # pylint: disable=g-import-not-at-top
+
+  logging.info("JAX process %d of %d, %d devices: %s", jax.process_index(),
+               jax.process_count(), jax.device_count(), jax.devices()[0].platform)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except BigBiganError as error:
+    print(f"bigbigan: error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Networks: the generator G(z), the encoder E(x) and the joint discriminator D(x, z)."""

@@ -1,0 +1,39 @@
+"""The device mesh and the two layouts the trainer uses: batch sharded on `data`, state replicated.
+
+Under `jax.jit` over this mesh, reductions over the batch (losses, BatchNorm statistics) are
+over the *global* batch, so a step computes the same numbers on 1 device or on 512.
+"""
+
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A 1-D mesh over `devices` (all devices of all processes by default)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the `data` axis."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def to_global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Assembles each process's rows into one global array sharded on `data`."""
+  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch)
+
+
+def from_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A global array sharded on `data` from a host array that every process holds in full."""
+  return jax.make_array_from_callback(array.shape, batch_sharded(mesh),
+                                      lambda index: array[index])

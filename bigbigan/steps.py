@@ -1,0 +1,168 @@
+"""Pure, jitted update and inference functions, built once from the config.
+
+`make_train_step` returns `train_step(state, x) -> (state, metrics)`: one BiGAN iteration on a
+global batch sharded over the mesh's `data` axis, with the state replicated and donated. Its
+randomness comes from `fold_in(state.rng, state.step)` alone, so it is a pure function of its
+inputs: the same on any number of devices, and the same after a resume.
+"""
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from bigbigan import losses
+from bigbigan import sharding
+from bigbigan.models.networks import Networks
+from bigbigan.state import NetworkState, TrainState
+
+PRIORS = ("normal", "uniform")
+UPDATE_MODES = ("simultaneous", "alternating")
+
+
+def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
+  """z ~ N(0, I) ("normal") or U(-1, 1) ("uniform")."""
+  if prior == "normal":
+    return jax.random.normal(rng, shape)
+  if prior == "uniform":
+    return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+  raise ValueError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
+
+
+def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=None):
+  """Applies `module` with `params` and the network's BN statistics; returns (out, new stats)."""
+  variables = {"params": params}
+  if network.batch_stats:
+    variables["batch_stats"] = network.batch_stats
+  if not train:
+    return module.apply(variables, *inputs, train=False, rngs=rngs), network.batch_stats
+  out, mutated = module.apply(variables, *inputs, train=True, rngs=rngs,
+                              mutable=["batch_stats"])
+  return out, mutated.get("batch_stats", network.batch_stats)
+
+
+def _pairs(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Interleaves two batches row by row: [a0, b0, a1, b1, ...].
+
+  Unlike concatenation, this keeps each device's rows of `a` and `b` on that device, so one
+  discriminator call sees real and fake pairs without any cross-device transfer.
+  """
+  return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
+
+
+def _update(network: NetworkState, grads, tx: optax.GradientTransformation,
+            batch_stats) -> NetworkState:
+  updates, opt_state = tx.update(grads, network.opt_state, network.params)
+  return network.replace(params=optax.apply_updates(network.params, updates),
+                         opt_state=opt_state, batch_stats=batch_stats)
+
+
+def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
+                    optimizers: dict[str, optax.GradientTransformation],
+                    mesh: Mesh) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+  """Builds the jitted BiGAN/ALI/GAN update for `config.update_mode`.
+
+  "simultaneous" (BiGAN appendix B): D and E/G gradients are taken at the same parameters,
+  from one shared forward pass. "alternating": D is updated first and E/G then see the new D.
+  """
+  if config.update_mode not in UPDATE_MODES:
+    raise ValueError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
+  has_encoder = networks.encoder is not None
+  batch_sharding = sharding.batch_sharded(mesh)
+
+  def forward(d_params, eg_params, state: TrainState, x, z, encoder_rng):
+    """Returns (d_loss, eg_loss), (new batch stats per network, metrics)."""
+    fake_x, g_stats = _apply(networks.generator, state.generator, eg_params["generator"], z,
+                             train=True)
+    stats = {"generator": g_stats}
+    if has_encoder:
+      (encoded_z, _), stats["encoder"] = _apply(
+          networks.encoder, state.encoder, eg_params["encoder"], x, train=True,
+          rngs={"latent": encoder_rng})
+      d_inputs = (_pairs(x, fake_x), _pairs(encoded_z, z))
+    else:
+      d_inputs = (_pairs(x, fake_x),)
+    logits, stats["discriminator"] = _apply(networks.discriminator, state.discriminator,
+                                            d_params, *d_inputs, train=True)
+    logits = logits.reshape(-1, 2)
+    real_logits, fake_logits = logits[:, 0], logits[:, 1]
+    d_loss = losses.discriminator_loss(real_logits, fake_logits, config.loss)
+    eg_loss = losses.generator_encoder_loss(real_logits, fake_logits, config.loss)
+    metrics = {"d_loss": d_loss, "eg_loss": eg_loss,
+               "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+    if has_encoder:
+      # The spread of E(x) over the batch: near zero means the encoder has collapsed.
+      metrics["encoder_std"] = jnp.mean(jnp.std(encoded_z, axis=0))
+    return (d_loss, eg_loss), (stats, metrics)
+
+  def train_step(state: TrainState, x: jax.Array) -> tuple[TrainState, dict]:
+    z_rng, encoder_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    z = sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
+    z = jax.lax.with_sharding_constraint(z, batch_sharding)
+    d_params = state.discriminator.params
+    eg_params = {"generator": state.generator.params}
+    if has_encoder:
+      eg_params["encoder"] = state.encoder.params
+    run = functools.partial(forward, state=state, x=x, z=z, encoder_rng=encoder_rng)
+
+    if config.update_mode == "simultaneous":
+      (d_loss, eg_loss), pullback, (stats, metrics) = jax.vjp(run, d_params, eg_params,
+                                                              has_aux=True)
+      d_grads, _ = pullback((jnp.ones_like(d_loss), jnp.zeros_like(eg_loss)))
+      _, eg_grads = pullback((jnp.zeros_like(d_loss), jnp.ones_like(eg_loss)))
+      discriminator = _update(state.discriminator, d_grads, optimizers["discriminator"],
+                              stats["discriminator"])
+    else:
+      def d_objective(dp):
+        (d_loss, _), aux = run(dp, eg_params)
+        return d_loss, aux
+      d_grads, (stats, metrics) = jax.grad(d_objective, has_aux=True)(d_params)
+      discriminator = _update(state.discriminator, d_grads, optimizers["discriminator"],
+                              stats["discriminator"])
+
+      def eg_objective(egp):
+        (_, eg_loss), aux = run(discriminator.params, egp)
+        return eg_loss, aux
+      eg_grads, (stats, eg_metrics) = jax.grad(eg_objective, has_aux=True)(eg_params)
+      metrics = {**metrics, "eg_loss": eg_metrics["eg_loss"]}
+
+    new_state = state.replace(
+        step=state.step + 1,
+        generator=_update(state.generator, eg_grads["generator"], optimizers["generator"],
+                          stats["generator"]),
+        discriminator=discriminator,
+    )
+    if has_encoder:
+      new_state = new_state.replace(encoder=_update(
+          state.encoder, eg_grads["encoder"], optimizers["encoder"], stats["encoder"]))
+    return new_state, metrics
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, batch_sharding),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[..., Any]]:
+  """Jitted inference (BatchNorm on running statistics), inputs sharded on `data`.
+
+  Returns {"generate": (state, z) -> G(z)} and, with an encoder,
+  {"encode": (state, x, rng) -> (z, z_mean)}.
+  """
+  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+
+  def generate(state: TrainState, z: jax.Array) -> jax.Array:
+    params = state.generator.params
+    return _apply(networks.generator, state.generator, params, z, train=False)[0]
+
+  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch)}
+  if networks.encoder is not None:
+    def encode(state: TrainState, x: jax.Array, rng: jax.Array):
+      return _apply(networks.encoder, state.encoder, state.encoder.params, x, train=False,
+                    rngs={"latent": rng})[0]
+    fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch, replicated),
+                            out_shardings=batch)
+  return fns

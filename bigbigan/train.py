@@ -1,0 +1,150 @@
+"""The trainer: init or restore, iterate, log, evaluate, checkpoint; one loop for every config.
+
+    state = train_and_evaluate(config, workdir)
+
+Writes the run-output contract of ARCHITECTURE.md into `workdir`: config.json, metrics.jsonl,
+checkpoints/, PNGs per evaluation and TensorBoard events.
+"""
+
+import functools
+import json
+import os
+from typing import Iterator, Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import periodic_actions
+
+from bigbigan import checkpointing
+from bigbigan import optimizers as optimizers_lib
+from bigbigan import sharding
+from bigbigan import steps
+from bigbigan.config_validation import validate_config
+from bigbigan.data.toy import Mixture
+from bigbigan.errors import NonFiniteLossError
+from bigbigan.evaluation.mixture import MixtureEvaluator
+from bigbigan.metric_logging import create_writer
+from bigbigan.models.networks import build_networks
+from bigbigan.state import TrainState, init_train_state
+
+
+def _first_non_finite(history: Sequence[tuple[int, dict]]) -> Optional[tuple[int, str, float]]:
+  """(step, name, value) of the first non-finite metric in the step-ordered `history`."""
+  for step, metrics in history:
+    for name, value in metrics.items():
+      if not np.isfinite(value):
+        return step, name, float(value)
+  return None
+
+
+def _mean_metrics(history: Sequence[tuple[int, dict]]) -> dict[str, float]:
+  names = history[0][1].keys()
+  return {name: float(np.mean([m[name] for _, m in history])) for name in names}
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       devices: Optional[Sequence[jax.Device]] = None,
+                       train_batches: Optional[Iterator[np.ndarray]] = None) -> TrainState:
+  """Trains (resuming from the latest checkpoint in `workdir`) and returns the final state.
+
+  Args:
+    config: the experiment config (see configs/).
+    workdir: where checkpoints, metrics and figures go; created if needed.
+    devices: the devices of the mesh; all devices by default.
+    train_batches: replaces the config's training data iterator (this process's rows of
+      each global batch, from the resumed step on); for tests and custom data.
+
+  Raises:
+    ConfigError, CheckpointError, NonFiniteLossError: with a one-line message and fix.
+  """
+  # ---- Mesh and config checks: before anything is built or written. ----
+  mesh = sharding.make_mesh(devices)
+  validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---- Data and model. ----
+  mixture = Mixture.from_config(config)
+  data_dim = mixture.train.shape[1]
+  networks = build_networks(config, data_dim)
+  optimizers = optimizers_lib.make_optimizers(config)
+
+  # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
+  init = functools.partial(init_train_state, networks, optimizers, data_dim=data_dim,
+                           latent_dim=config.latent_dim)
+  rng = jax.random.PRNGKey(config.seed)
+  replicated = sharding.replicated(mesh)
+  abstract_state = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      jax.eval_shape(init, rng))
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  state = checkpointer.restore_latest(abstract_state)
+  if state is None:
+    state = jax.jit(init, out_shardings=replicated)(rng)
+  else:
+    logging.info("Resumed from %s", checkpointer.path(checkpointer.latest_step()))
+  start_step = int(state.step)
+  if jax.process_index() == 0:
+    _write_config(config, workdir)
+
+  # ---- Update function, evaluation and logging. ----
+  train_step = steps.make_train_step(config, networks, optimizers, mesh)
+  evaluate = MixtureEvaluator(config, mixture, networks, mesh, workdir)
+  if train_batches is None:
+    train_batches = mixture.train_batches(config.batch_size, config.seed, start_step)
+  writer = create_writer(workdir, start_step)
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,
+      every_secs=None)
+  sigterm = checkpointing.SigtermFlag()
+  last_good = checkpointer.latest_step()
+
+  # ---- The loop. ----
+  history: list[tuple[int, dict]] = []  # Device metrics since the last log, fetched lazily.
+  step = start_step
+  try:
+    while step < config.total_steps:
+      batch = sharding.to_global_batch(next(train_batches), mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      history.append((step, metrics))
+      progress(step)
+      preempted = bool(sigterm) or checkpointer.reached_preemption(step)
+      done = step == config.total_steps or preempted
+      log_now = step % config.log_every_steps == 0 or done
+      save_now = step % config.checkpoint_every_steps == 0 or done
+
+      if log_now or save_now:
+        # Only finite states are logged as good or saved: a NaN never reaches a checkpoint.
+        history = jax.device_get(history)
+        bad = _first_non_finite(history)
+        if bad:
+          raise NonFiniteLossError(
+              f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; last good checkpoint: "
+              f"{checkpointer.path(last_good)} (resume from it with a lower learning rate, "
+              "or check the input data)")
+      if log_now:
+        writer.write_scalars(step, _mean_metrics(history))
+        history = []
+      if step % config.eval_every_steps == 0 or step == config.total_steps:
+        writer.write_scalars(step, evaluate(state, step))
+      if save_now:
+        checkpointer.save(step, state)
+        last_good = step
+      if log_now:
+        writer.flush()
+      if preempted:
+        logging.warning("Preempted: saved %s; rerun the same command to resume.",
+                        checkpointer.path(step))
+        break
+  finally:
+    checkpointer.close()
+    writer.close()
+    sigterm.restore()
+  return state

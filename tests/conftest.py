@@ -1,0 +1,71 @@
+"""Test setup: 8 fake CPU devices and a persistent compilation cache, set before jax loads."""
+
+import importlib.util
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.expanduser("~"), ".cache", "bigbigan-jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# TensorFlow (clu's writers) must not grab a GPU or print its start-up chatter.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The compilation cache reads its settings from the environment when jax loads; fail loudly
+# if something imported jax first and the 8 devices are missing.
+assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
+
+
+def load_config(name: str, variant: str = ""):
+  """`configs/<name>.py`'s get_config(variant), as --config=configs/<name>.py:variant does."""
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+# Overrides that shrink the mixture config to seconds on CPU; also passed on the command line.
+TINY_OVERRIDES = {
+    "batch_size": 16,
+    "total_steps": 4,
+    "log_every_steps": 2,
+    "eval_every_steps": 2,
+    "checkpoint_every_steps": 2,
+    "eval_samples": 64,
+    "mixture.num_train": 512,
+    "mixture.num_eval": 64,
+    "generator.hidden_sizes": (16, 16),
+    "encoder.hidden_sizes": (16, 16),
+    "discriminator.hidden_sizes": (16, 16),
+}
+
+
+def apply_overrides(config, overrides):
+  for field, value in overrides.items():
+    node = config
+    *parents, leaf = field.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture
+def tiny_config():
+  """A factory: tiny_config(variant="bigan", **overrides with "__" for ".")."""
+  def make(variant: str = "bigan", **overrides):
+    config = apply_overrides(load_config("mixture", variant), TINY_OVERRIDES)
+    return apply_overrides(config, {k.replace("__", "."): v for k, v in overrides.items()})
+  return make
+
+
+def cli_overrides(overrides=None):
+  """TINY_OVERRIDES (updated by `overrides`) as --config.field=value flags."""
+  merged = {**TINY_OVERRIDES, **(overrides or {})}
+  return [f"--config.{field}={value}" for field, value in merged.items()]

@@ -1,0 +1,56 @@
+"""The adversarial losses against hand-computed float64 values."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigbigan import losses
+
+REAL = [0.0, 2.0]
+FAKE = [-1.0, 3.0]
+
+
+def softplus(t):
+  return math.log1p(math.exp(t))
+
+
+def test_log_loss_discriminator_matches_hand_value():
+  # -mean log sigmoid(r) - mean log(1 - sigmoid(f))
+  expected = (softplus(-0.0) + softplus(-2.0)) / 2 + (softplus(-1.0) + softplus(3.0)) / 2
+  got = losses.discriminator_loss(jnp.array(REAL), jnp.array(FAKE), "bigan")
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_inverse_objective_swaps_labels():
+  # E is pushed to make real pairs look fake, G to make fake pairs look real.
+  expected = (softplus(0.0) + softplus(2.0)) / 2 + (softplus(1.0) + softplus(-3.0)) / 2
+  got = losses.generator_encoder_loss(jnp.array(REAL), jnp.array(FAKE), "bigan")
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_minimax_is_the_negated_discriminator_loss():
+  d = losses.discriminator_loss(jnp.array(REAL), jnp.array(FAKE), "minimax")
+  eg = losses.generator_encoder_loss(jnp.array(REAL), jnp.array(FAKE), "minimax")
+  np.testing.assert_allclose(eg, -d, rtol=1e-6)
+
+
+def test_hinge_matches_hand_value():
+  # max(0, 1 - r): [1, 0]; max(0, 1 + f): [0, 4]
+  d = losses.discriminator_loss(jnp.array(REAL), jnp.array(FAKE), "hinge")
+  np.testing.assert_allclose(d, 0.5 + 2.0, rtol=1e-6)
+  eg = losses.generator_encoder_loss(jnp.array(REAL), jnp.array(FAKE), "hinge")
+  np.testing.assert_allclose(eg, 1.0 - 1.0, atol=1e-7)
+
+
+def test_log_loss_is_stable_for_large_logits():
+  d = losses.discriminator_loss(jnp.array([200.0]), jnp.array([-200.0]), "bigan")
+  eg = losses.generator_encoder_loss(jnp.array([200.0]), jnp.array([-200.0]), "bigan")
+  assert float(d) == pytest.approx(0.0, abs=1e-6)
+  assert float(eg) == pytest.approx(400.0, rel=1e-6)
+
+
+def test_unknown_loss_names_allowed_values():
+  with pytest.raises(ValueError, match="allowed"):
+    losses.discriminator_loss(jnp.zeros(1), jnp.zeros(1), "wasserstein")

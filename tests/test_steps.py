@@ -1,0 +1,111 @@
+"""The jitted update: identical on 1 and 8 devices, and equal to a plain reference update."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bigbigan import losses
+from bigbigan import optimizers as optimizers_lib
+from bigbigan import sharding
+from bigbigan import steps
+from bigbigan.data.toy import Mixture
+from bigbigan.models.networks import build_networks
+from bigbigan.state import init_train_state
+
+
+def _setup(config):
+  networks = build_networks(config, data_dim=2)
+  optimizers = optimizers_lib.make_optimizers(config)
+  init = functools.partial(init_train_state, networks, optimizers, data_dim=2,
+                           latent_dim=config.latent_dim)
+  batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed,
+                                                      process_index=0, process_count=1)
+  return networks, optimizers, init, [next(batches) for _ in range(3)]
+
+
+def _train(config, devices, num_steps=3):
+  networks, optimizers, init, batches = _setup(config)
+  mesh = sharding.make_mesh(devices)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  train_step = steps.make_train_step(config, networks, optimizers, mesh)
+  history = []
+  for batch in batches[:num_steps]:
+    state, metrics = train_step(state, sharding.to_global_batch(batch, mesh))
+    history.append(jax.device_get(metrics))
+  return jax.device_get(state), history
+
+
+@pytest.mark.parametrize("variant, overrides", [
+    # BiGAN with BatchNorm everywhere: BN statistics must be over the global batch.
+    ("bigan", dict(generator__batch_norm=True, encoder__batch_norm=True,
+                   discriminator__batch_norm=True)),
+    # ALI (random encoder noise, sharded) with alternating updates.
+    ("ali", dict(update_mode="alternating", generator__hidden_sizes=(16, 16, 16))),
+    ("gan", {}),
+])
+def test_eight_devices_equal_one_device(tiny_config, variant, overrides):
+  config = tiny_config(variant, **overrides)
+  state_8, metrics_8 = _train(config, jax.devices())
+  state_1, metrics_1 = _train(config, jax.devices()[:1])
+  for m8, m1 in zip(metrics_8, metrics_1):
+    for name in m1:
+      np.testing.assert_allclose(m8[name], m1[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  assert int(state_8.step) == int(state_1.step) == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               state_8, state_1)
+  # And the networks really trained.
+  assert not np.allclose(metrics_1[0]["d_loss"], metrics_1[-1]["d_loss"])
+
+
+def test_simultaneous_step_equals_reference_update(tiny_config):
+  """One step equals separate jax.grad calls on the D and E/G losses at the same parameters."""
+  config = tiny_config("bigan")
+  networks, optimizers, init, batches = _setup(config)
+  state = jax.jit(init)(jax.random.PRNGKey(0))
+  x = jnp.asarray(batches[0])
+  z_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  z = steps.sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
+
+  def logits(g_params, e_params, d_params):
+    fake_x = networks.generator.apply({"params": g_params}, z, train=True)
+    encoded, _ = networks.encoder.apply({"params": e_params}, x, train=True)
+    real = networks.discriminator.apply({"params": d_params}, x, encoded, train=True)
+    fake = networks.discriminator.apply({"params": d_params}, fake_x, z, train=True)
+    return real, fake
+
+  g, e, d = state.generator.params, state.encoder.params, state.discriminator.params
+  d_grads = jax.grad(lambda dp: losses.discriminator_loss(*logits(g, e, dp), "bigan"))(d)
+  g_grads, e_grads = jax.grad(
+      lambda gp, ep: losses.generator_encoder_loss(*logits(gp, ep, d), "bigan"),
+      argnums=(0, 1))(g, e)
+
+  def apply(tx, params, grads, opt_state):
+    return optax.apply_updates(params, tx.update(grads, opt_state, params)[0])
+
+  expected = {
+      "generator": apply(optimizers["generator"], g, g_grads, state.generator.opt_state),
+      "encoder": apply(optimizers["encoder"], e, e_grads, state.encoder.opt_state),
+      "discriminator": apply(optimizers["discriminator"], d, d_grads,
+                             state.discriminator.opt_state),
+  }
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  new_state, _ = steps.make_train_step(config, networks, optimizers, mesh)(state, x)
+  for name, params in expected.items():
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 getattr(new_state, name).params, params)
+
+
+def test_stochastic_encoder_samples_around_its_mean(tiny_config):
+  config = tiny_config("ali")
+  networks, _, init, batches = _setup(config)
+  state = jax.jit(init)(jax.random.PRNGKey(0))
+  x = jnp.asarray(np.repeat(batches[0][:1], 4096, axis=0))  # One x, many noise draws.
+  z, z_mean = networks.encoder.apply({"params": state.encoder.params}, x, train=False,
+                                     rngs={"latent": jax.random.PRNGKey(1)})
+  np.testing.assert_allclose(np.mean(z, axis=0), z_mean[0], atol=0.1)
+  assert np.all(np.std(z, axis=0) > 0.05)  # It is stochastic...
+  np.testing.assert_allclose(np.std(z_mean, axis=0), 0.0, atol=1e-6)  # ...around one mean.

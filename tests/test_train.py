@@ -1,0 +1,182 @@
+"""The trainer end to end: resume, checkpoints, the run-output contract and clear errors."""
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bigbigan import train
+from bigbigan.errors import CheckpointError, ConfigError, NonFiniteLossError
+from conftest import REPO, cli_overrides
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  directory = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _tree_digest(directory) -> str:
+  """A digest of every file's path and bytes under `directory`."""
+  digest = hashlib.sha256()
+  for path in sorted(pathlib.Path(directory).rglob("*")):
+    digest.update(str(path.relative_to(directory)).encode())
+    if path.is_file():
+      digest.update(path.read_bytes())
+  return digest.hexdigest()
+
+
+def _metrics(workdir) -> list[dict]:
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_resume_equals_uninterrupted_run(tiny_config, tmp_path):
+  config = tiny_config("ali", total_steps=6, checkpoint_every_steps=3, log_every_steps=1)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+
+  first_half = tiny_config("ali", total_steps=3, checkpoint_every_steps=3, log_every_steps=1)
+  train.train_and_evaluate(first_half, str(tmp_path / "b"))
+  resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+
+  assert int(resumed.step) == int(uninterrupted.step) == 6
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed),
+               jax.device_get(uninterrupted))
+  # metrics.jsonl holds each step once, resumed or not, with identical training losses.
+  steps_a = [m["step"] for m in _metrics(tmp_path / "a")]
+  steps_b = [m["step"] for m in _metrics(tmp_path / "b")]
+  assert steps_a == steps_b == [1, 2, 3, 4, 5, 6]
+  for a, b in zip(_metrics(tmp_path / "a"), _metrics(tmp_path / "b")):
+    assert a["d_loss"] == b["d_loss"] and a["eg_loss"] == b["eg_loss"]
+
+
+def test_keeps_the_last_n_checkpoints(tiny_config, tmp_path):
+  config = tiny_config("gan", total_steps=5, checkpoint_every_steps=1, keep_checkpoints=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert _checkpoint_steps(tmp_path) == [4, 5]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=12), "config.batch_size=12 does not divide over 8 devices"),
+    (dict(total_steps=0), "config.total_steps=0: must be a positive integer"),
+    (dict(eval_every_steps=-5), "config.eval_every_steps=-5: must be a positive integer"),
+    (dict(network="transformer"), "config.network='transformer' is unknown: allowed ('mlp',)"),
+    (dict(loss="wasserstein"), "config.loss='wasserstein' is unknown: allowed"),
+    (dict(encoder__kind="flow"), "config.encoder.kind='flow' is unknown: allowed"),
+    (dict(update_mode="random"), "config.update_mode='random' is unknown"),
+])
+def test_bad_config_is_refused_before_touching_checkpoints(tiny_config, tmp_path, overrides,
+                                                           message):
+  train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
+  before = _tree_digest(tmp_path)
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(tiny_config("bigan", **overrides), str(tmp_path))
+  assert message in str(error.value)
+  assert "\n" not in str(error.value)
+  assert _tree_digest(tmp_path) == before
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
+  train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
+  before = _tree_digest(tmp_path / "checkpoints")
+  wider = tiny_config("bigan", total_steps=4, generator__hidden_sizes=(32, 32))
+  with pytest.raises(CheckpointError, match=r"checkpoints/2 .*another --workdir"):
+    train.train_and_evaluate(wider, str(tmp_path))
+  no_encoder = tiny_config("gan", total_steps=4)
+  with pytest.raises(CheckpointError, match=r"checkpoints/2"):
+    train.train_and_evaluate(no_encoder, str(tmp_path))
+  assert _tree_digest(tmp_path / "checkpoints") == before
+  assert _checkpoint_steps(tmp_path) == [2]
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
+  train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
+  data_files = [p for p in (tmp_path / "checkpoints" / "2").rglob("*")
+                if p.is_file() and p.stat().st_size > 1000]
+  for path in data_files:
+    path.write_bytes(b"\x00" * 64)
+  before = _tree_digest(tmp_path / "checkpoints")
+  with pytest.raises(CheckpointError, match="cannot be restored"):
+    train.train_and_evaluate(tiny_config("bigan", total_steps=4), str(tmp_path))
+  assert _tree_digest(tmp_path / "checkpoints") == before
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tiny_config, tmp_path):
+  config = tiny_config("bigan", total_steps=8, checkpoint_every_steps=2, log_every_steps=4)
+  good = iter(train.Mixture.from_config(config).train_batches(16, config.seed))
+
+  def poisoned():
+    for step in range(1, 9):
+      batch = next(good)
+      yield batch * np.nan if step >= 5 else batch  # Step 5's input is corrupt.
+
+  with pytest.raises(NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(tmp_path), train_batches=poisoned())
+  message = str(error.value)
+  assert "at step 5" in message
+  assert f"last good checkpoint: {tmp_path / 'checkpoints' / '4'}" in message
+  assert _checkpoint_steps(tmp_path) == [2, 4]
+
+
+def _run_main(workdir, overrides=None, wait=True, config="configs/mixture.py"):
+  command = [sys.executable, "-m", "bigbigan.main", f"--config={config}",
+             f"--workdir={workdir}", *cli_overrides(overrides)]
+  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  if not wait:
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_main_writes_the_run_output_contract(tmp_path):
+  result = _run_main(tmp_path, {"total_steps": 4})
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["total_steps"] == 4 and config["encoder"]["kind"] == "deterministic"
+  records = _metrics(tmp_path)
+  assert [r["step"] for r in records] == [2, 4]
+  for name in ("d_loss", "eg_loss", "modes_covered", "high_quality_fraction",
+               "reconstruction_error", "steps_per_sec"):
+    assert all(name in r for r in records), name
+  assert 0 <= records[-1]["modes_covered"] <= 25
+  assert _checkpoint_steps(tmp_path) == [2, 4]
+  assert sorted(p.name for p in tmp_path.glob("*.png")) == ["mixture_0000002.png",
+                                                            "mixture_0000004.png"]
+  assert list(tmp_path.glob("events.out.tfevents.*"))
+  assert "steps/s" in result.stderr  # clu's progress report on the console.
+
+
+def test_main_reports_bad_input_in_one_line(tmp_path):
+  (tmp_path / "checkpoints").mkdir()
+  result = _run_main(tmp_path, {"total_steps": 0}, config="configs/mixture.py:ali")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "bigbigan: error: config.total_steps=0: must be a positive integer")
+  assert not any((tmp_path / "checkpoints").iterdir())
+  unknown = _run_main(tmp_path, {"batch_sizes": 16})
+  assert unknown.returncode != 0 and "batch_sizes" in unknown.stderr
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  process = _run_main(tmp_path, {"total_steps": 1_000_000, "checkpoint_every_steps": 1_000_000,
+                                 "log_every_steps": 50, "eval_every_steps": 1_000_000},
+                      wait=False)
+  deadline = time.time() + 300
+  while not (tmp_path / "metrics.jsonl").exists() or not _metrics(tmp_path):
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    assert time.time() < deadline, "no progress within 300 s"
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  saved = _checkpoint_steps(tmp_path)
+  assert len(saved) == 1 and 50 <= saved[0] < 1_000_000
+  assert "Preempted" in stderr
