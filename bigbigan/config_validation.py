@@ -39,6 +39,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     value = _get(config, field)
     if not isinstance(value, (int, float)) or not value > 0:
       raise ConfigError(f"config.{field}={value!r}: must be a positive number")
+  if not config.discriminator.r1_weight >= 0:
+    raise ConfigError(f"config.discriminator.r1_weight={config.discriminator.r1_weight!r}: "
+                      "must be >= 0 (0 disables the R1 penalty)")
   if config.batch_size % num_devices:
     raise ConfigError(
         f"config.batch_size={config.batch_size} does not divide over {num_devices} devices: "

@@ -10,6 +10,8 @@ Each function returns a scalar: the mean over the real pairs plus the mean over 
 - "hinge": BigBiGAN's hinge for D, max(0, 1 - y s); E and G minimise the linear y s.
 """
 
+from typing import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -36,3 +38,17 @@ def generator_encoder_loss(real_logits: jax.Array, fake_logits: jax.Array,
   if kind == "hinge":
     return jnp.mean(real_logits) - jnp.mean(fake_logits)
   raise ValueError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
+
+
+def r1_penalty(discriminator: Callable[..., jax.Array], real_inputs: Sequence[jax.Array]
+               ) -> jax.Array:
+  """Mean over real examples of ||grad of D's logit w.r.t. all of D's inputs||^2.
+
+  The zero-centred gradient penalty on real data (R1, Mescheder et al. 2018) makes the
+  discriminator flat on the data, which lets GAN training converge to sharp modes instead of
+  oscillating around them. For BiGAN the inputs are the pair (x, E(x)).
+  """
+  grads = jax.grad(lambda *inputs: jnp.sum(discriminator(*inputs)),
+                   argnums=tuple(range(len(real_inputs))))(*real_inputs)
+  per_example = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in grads)
+  return jnp.mean(per_example)

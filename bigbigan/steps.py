@@ -72,6 +72,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
   if config.update_mode not in UPDATE_MODES:
     raise ValueError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
   has_encoder = networks.encoder is not None
+  r1_weight = config.discriminator.r1_weight
   batch_sharding = sharding.batch_sharded(mesh)
 
   def forward(d_params, eg_params, state: TrainState, x, z, encoder_rng):
@@ -94,6 +95,13 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     eg_loss = losses.generator_encoder_loss(real_logits, fake_logits, config.loss)
     metrics = {"d_loss": d_loss, "eg_loss": eg_loss,
                "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+    if r1_weight:
+      real_inputs = (x,) if not has_encoder else (x, jax.lax.stop_gradient(encoded_z))
+      penalty = losses.r1_penalty(
+          lambda *inputs: _apply(networks.discriminator, state.discriminator, d_params,
+                                 *inputs, train=True)[0], real_inputs)
+      metrics["r1_penalty"] = penalty
+      d_loss = d_loss + 0.5 * r1_weight * penalty
     if has_encoder:
       # The spread of E(x) over the batch: near zero means the encoder has collapsed.
       metrics["encoder_std"] = jnp.mean(jnp.std(encoded_z, axis=0))

@@ -43,7 +43,8 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
       kind=VARIANTS[variant], hidden_sizes=(256, 256, 256), activation="leaky_relu",
       batch_norm=False))
   config.discriminator = ml_collections.ConfigDict(dict(
-      hidden_sizes=(256, 256, 256), activation="leaky_relu", batch_norm=False))
+      hidden_sizes=(256, 256, 256), activation="leaky_relu", batch_norm=False,
+      r1_weight=0.0))
 
   config.loss = "bigan"
   config.update_mode = "simultaneous"

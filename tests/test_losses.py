@@ -54,3 +54,22 @@ def test_log_loss_is_stable_for_large_logits():
 def test_unknown_loss_names_allowed_values():
   with pytest.raises(ValueError, match="allowed"):
     losses.discriminator_loss(jnp.zeros(1), jnp.zeros(1), "wasserstein")
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+  w_x, w_z = jnp.array([1.0, -2.0, 0.5]), jnp.array([3.0, 0.0])
+  x, z = jnp.ones((4, 3)), jnp.ones((4, 2))
+  penalty = losses.r1_penalty(lambda a, b: a @ w_x + b @ w_z + 7.0, (x, z))
+  np.testing.assert_allclose(penalty, 1.0 + 4.0 + 0.25 + 9.0, rtol=1e-6)
+
+
+def test_r1_penalty_matches_finite_differences():
+  def discriminator(x):
+    return jnp.sum(jnp.tanh(x * jnp.array([1.0, 2.0])) ** 2, axis=1)
+  x = jnp.array([[0.3, -0.2], [0.1, 0.4]], jnp.float32)
+  eps = 1e-3
+  grads = np.stack([(np.asarray(discriminator(x + eps * e)) -
+                     np.asarray(discriminator(x - eps * e))) / (2 * eps)
+                    for e in jnp.eye(2)], axis=1)
+  expected = np.mean(np.sum(grads**2, axis=1))
+  np.testing.assert_allclose(losses.r1_penalty(discriminator, (x,)), expected, rtol=1e-3)
