@@ -36,28 +36,35 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
   config.latent_dim = 2
   config.latent_prior = "normal"
   config.network = "mlp"
+  # Three hidden layers of 128 for every network; BiGAN's leaky ReLU (0.2) in E and D.
   config.generator = ml_collections.ConfigDict(dict(
-      hidden_sizes=(256, 256, 256), activation="relu", batch_norm=False,
+      hidden_sizes=(128, 128, 128), activation="relu", batch_norm=False,
       output_activation="linear"))
   config.encoder = ml_collections.ConfigDict(dict(
-      kind=VARIANTS[variant], hidden_sizes=(256, 256, 256), activation="leaky_relu",
+      kind=VARIANTS[variant], hidden_sizes=(128, 128, 128), activation="leaky_relu",
       batch_norm=False))
   config.discriminator = ml_collections.ConfigDict(dict(
-      hidden_sizes=(256, 256, 256), activation="leaky_relu", batch_norm=False,
+      hidden_sizes=(128, 128, 128), activation="leaky_relu", batch_norm=False,
       r1_weight=0.0))
 
   config.loss = "bigan"
-  config.update_mode = "simultaneous"
+  # Alternating updates gave sharper modes than simultaneous ones here (37% vs 23% of
+  # samples within 3 std after 10k steps, seed 0).
+  config.update_mode = "alternating"
+  # The modes are 40x narrower than their spacing: D needs first-layer weights of order
+  # 1/std to resolve them, and at the papers' 1e-4 to 2e-4 Adam takes far more steps to
+  # grow them than a CPU-sized run has (2-8% of samples on a mode after 20k steps).
+  # 1e-3, decayed linearly to 1e-5 over the second half, puts 70-95% there.
   config.optimizer = ml_collections.ConfigDict(dict(
-      generator_learning_rate=2e-4, discriminator_learning_rate=2e-4,
+      generator_learning_rate=1e-3, discriminator_learning_rate=1e-3,
       encoder_learning_rate_multiplier=1.0, b1=0.5, b2=0.999, weight_decay=0.0,
-      lr_decay_start_fraction=1.0, lr_decay_final_scale=0.01))
+      lr_decay_start_fraction=0.5, lr_decay_final_scale=0.01))
 
   config.batch_size = 128
-  config.total_steps = 10_000
+  config.total_steps = 20_000
   config.log_every_steps = 500
-  config.eval_every_steps = 2_500
-  config.checkpoint_every_steps = 2_500
+  config.eval_every_steps = 5_000
+  config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
   config.eval_samples = 10_000
   return config

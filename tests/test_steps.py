@@ -41,8 +41,8 @@ def _train(config, devices, num_steps=3):
 
 @pytest.mark.parametrize("variant, overrides", [
     # BiGAN with BatchNorm everywhere: BN statistics must be over the global batch.
-    ("bigan", dict(generator__batch_norm=True, encoder__batch_norm=True,
-                   discriminator__batch_norm=True)),
+    ("bigan", dict(update_mode="simultaneous", generator__batch_norm=True,
+                   encoder__batch_norm=True, discriminator__batch_norm=True)),
     # ALI (random encoder noise, sharded) with alternating updates.
     ("ali", dict(update_mode="alternating", generator__hidden_sizes=(16, 16, 16))),
     ("gan", {}),
@@ -63,7 +63,7 @@ def test_eight_devices_equal_one_device(tiny_config, variant, overrides):
 
 def test_simultaneous_step_equals_reference_update(tiny_config):
   """One step equals separate jax.grad calls on the D and E/G losses at the same parameters."""
-  config = tiny_config("bigan")
+  config = tiny_config("bigan", update_mode="simultaneous")
   networks, optimizers, init, batches = _setup(config)
   state = jax.jit(init)(jax.random.PRNGKey(0))
   x = jnp.asarray(batches[0])
