@@ -15,16 +15,26 @@ import orbax.checkpoint as ocp
 
 from bigbigan.errors import CheckpointError
 
-def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-  """Flat {path: (shape, dtype)} of a pytree of arrays or shape structs."""
-  leaves = jax.tree_util.tree_leaves_with_path(tree)
-  return {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
-          for path, leaf in leaves}
+def _key_name(key) -> str:
+  for attribute in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey.
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
 
 
-def _mismatch(expected: Any, restored: Any) -> Optional[str]:
+def _specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{"generator/params/...": (shape, dtype)} for a pytree of arrays or array metadata.
+
+  Paths are spelled the same whether the tree holds dataclasses (the state) or the nested
+  dicts that orbax's metadata turns them into.
+  """
+  return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _mismatch(expected: Any, stored: Any) -> Optional[str]:
   """The first difference in structure, shape or dtype, as a phrase; None if they agree."""
-  want, got = _shapes(expected), _shapes(restored)
+  want, got = _specs(expected), _specs(stored)
   missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
   if missing:
     return f"it lacks {missing[0]}"
@@ -36,6 +46,11 @@ def _mismatch(expected: Any, restored: Any) -> Optional[str]:
   return None
 
 
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 class Checkpointer:
   """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic)."""
 
@@ -43,7 +58,9 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        # Declared up front so that a fresh process can read a checkpoint's metadata.
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -63,17 +80,20 @@ class Checkpointer:
       return None
     fix = ("restore the config that wrote it, or start a fresh run in another --workdir; "
            "the checkpoint was left untouched")
+    where = self.path(step)
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except Exception as error:  # orbax raises many types for unreadable or mismatched files.
-      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      stored = self._manager.item_metadata(step).tree
+    except Exception as error:  # Orbax raises many types for unreadable files.
       raise CheckpointError(
-          f"checkpoint {self.path(step)} cannot be restored ({reason[:300]}): {fix}") from error
-    problem = _mismatch(abstract_state, restored)
+          f"checkpoint {where} cannot be read ({_first_line(error)}): {fix}") from error
+    problem = _mismatch(abstract_state, stored)
     if problem:
+      raise CheckpointError(f"checkpoint {where} does not fit the config: {problem}; {fix}")
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as error:  # Metadata intact but the array data is damaged.
       raise CheckpointError(
-          f"checkpoint {self.path(step)} does not fit the config: {problem}; {fix}")
-    return restored
+          f"checkpoint {where} cannot be restored ({_first_line(error)}): {fix}") from error
 
   def save(self, step: int, state: Any) -> None:
     """Starts an asynchronous save of `state` as `step` (a no-op if that step exists)."""

@@ -1,5 +1,7 @@
 """Checks a config before anything is built or written, naming the field and what is allowed."""
 
+import numbers
+
 import ml_collections
 
 from bigbigan import losses
@@ -9,10 +11,23 @@ from bigbigan.models import mlp
 from bigbigan.models.networks import ENCODER_KINDS, NETWORK_KINDS
 
 DATASETS = ("mixture",)
+NETWORKS = ("generator", "encoder", "discriminator")
 POSITIVE_INTEGERS = ("batch_size", "total_steps", "log_every_steps", "eval_every_steps",
-                     "checkpoint_every_steps", "keep_checkpoints", "latent_dim", "eval_samples")
+                     "checkpoint_every_steps", "keep_checkpoints", "latent_dim", "eval_samples",
+                     "mixture.modes_per_axis", "mixture.num_train", "mixture.num_eval")
+NON_NEGATIVE_INTEGERS = ("seed", "mixture.data_seed")
 POSITIVE_NUMBERS = ("optimizer.generator_learning_rate", "optimizer.discriminator_learning_rate",
-                    "optimizer.encoder_learning_rate_multiplier")
+                    "optimizer.encoder_learning_rate_multiplier", "mixture.std",
+                    "mixture.spacing")
+# field: (low, high, whether high itself is allowed, what the message says is allowed)
+RANGES = {
+    "optimizer.b1": (0.0, 1.0, False, "in [0, 1)"),
+    "optimizer.b2": (0.0, 1.0, False, "in [0, 1)"),
+    "optimizer.lr_decay_start_fraction": (0.0, 1.0, True, "in [0, 1] (1 disables the decay)"),
+    "optimizer.lr_decay_final_scale": (0.0, float("inf"), False, ">= 0"),
+    "optimizer.weight_decay": (0.0, float("inf"), False, ">= 0"),
+    "discriminator.r1_weight": (0.0, float("inf"), False, ">= 0 (0 disables the R1 penalty)"),
+}
 
 
 def _get(config: ml_collections.ConfigDict, field: str):
@@ -22,10 +37,25 @@ def _get(config: ml_collections.ConfigDict, field: str):
   return value
 
 
+def _is_integer(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _choice(config, field: str, allowed) -> None:
   value = _get(config, field)
   if value not in allowed:
     raise ConfigError(f"config.{field}={value!r} is unknown: allowed {tuple(allowed)}")
+
+
+def _divides(config, field: str, parts: int, what: str) -> None:
+  value = _get(config, field)
+  if value % parts:
+    raise ConfigError(f"config.{field}={value} does not divide over {parts} {what}: "
+                      f"use a multiple of {parts}")
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
@@ -33,29 +63,39 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   """Raises ConfigError with a one-line message for the first unusable field."""
   for field in POSITIVE_INTEGERS:
     value = _get(config, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not _is_integer(value) or value <= 0:
       raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
+  for field in NON_NEGATIVE_INTEGERS:
+    value = _get(config, field)
+    if not _is_integer(value) or value < 0:
+      raise ConfigError(f"config.{field}={value!r}: must be an integer >= 0")
   for field in POSITIVE_NUMBERS:
     value = _get(config, field)
-    if not isinstance(value, (int, float)) or not value > 0:
+    if not _is_number(value) or not value > 0:
       raise ConfigError(f"config.{field}={value!r}: must be a positive number")
-  if not config.discriminator.r1_weight >= 0:
-    raise ConfigError(f"config.discriminator.r1_weight={config.discriminator.r1_weight!r}: "
-                      "must be >= 0 (0 disables the R1 penalty)")
-  if config.batch_size % num_devices:
-    raise ConfigError(
-        f"config.batch_size={config.batch_size} does not divide over {num_devices} devices: "
-        f"use a multiple of {num_devices}")
-  if config.batch_size % num_processes:
-    raise ConfigError(
-        f"config.batch_size={config.batch_size} does not divide over {num_processes} "
-        f"processes: use a multiple of {num_processes}")
+  for field, (low, high, high_allowed, allowed) in RANGES.items():
+    value = _get(config, field)
+    if not _is_number(value) or not (low <= value < high or (high_allowed and value == high)):
+      raise ConfigError(f"config.{field}={value!r}: must be {allowed}")
+  for network in NETWORKS:
+    sizes = _get(config, f"{network}.hidden_sizes")
+    if (not isinstance(sizes, (tuple, list)) or not sizes or
+        not all(_is_integer(s) and s > 0 for s in sizes)):
+      raise ConfigError(f"config.{network}.hidden_sizes={sizes!r}: must be a non-empty "
+                        "tuple of positive integers, e.g. (128, 128)")
+
+  _divides(config, "batch_size", num_devices, "devices")
+  _divides(config, "batch_size", num_processes, "processes")
+  if config.mixture.num_train < config.batch_size:
+    raise ConfigError(f"config.mixture.num_train={config.mixture.num_train} is smaller than "
+                      f"config.batch_size={config.batch_size}: raise it or lower the batch")
+
   _choice(config, "dataset", DATASETS)
   _choice(config, "network", NETWORK_KINDS)
   _choice(config, "encoder.kind", ENCODER_KINDS)
   _choice(config, "loss", losses.LOSS_KINDS)
   _choice(config, "update_mode", steps.UPDATE_MODES)
   _choice(config, "latent_prior", steps.PRIORS)
-  for network in ("generator", "encoder", "discriminator"):
+  for network in NETWORKS:
     _choice(config, f"{network}.activation", mlp.ACTIVATIONS)
   _choice(config, "generator.output_activation", mlp.OUTPUT_ACTIVATIONS)

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from bigbigan.errors import ConfigError
+
 LOSS_KINDS = ("bigan", "minimax", "hinge")
 
 
@@ -25,7 +27,7 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str
     return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
   if kind == "hinge":
     return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
-  raise ValueError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
+  raise ConfigError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
 
 
 def generator_encoder_loss(real_logits: jax.Array, fake_logits: jax.Array,
@@ -37,7 +39,7 @@ def generator_encoder_loss(real_logits: jax.Array, fake_logits: jax.Array,
     return -discriminator_loss(real_logits, fake_logits, kind)
   if kind == "hinge":
     return jnp.mean(real_logits) - jnp.mean(fake_logits)
-  raise ValueError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
+  raise ConfigError(f"config.loss={kind!r}: allowed {LOSS_KINDS}")
 
 
 def r1_penalty(discriminator: Callable[..., jax.Array], real_inputs: Sequence[jax.Array]

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 from clu import metric_writers
 
 
@@ -20,14 +21,29 @@ class JsonlWriter(metric_writers.MetricWriter):
   """
 
   def __init__(self, path: str, resume_step: int = 0):
-    # A run resumed from step k re-does the steps after k: drop their stale lines.
     if os.path.exists(path):
-      with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(path, "w") as f:
-        f.writelines(kept)
+      self._truncate_after(path, resume_step)
     self._file = open(path, "a")
     self._pending: dict[str, Any] = {}
+
+  @staticmethod
+  def _truncate_after(path: str, resume_step: int) -> None:
+    """Keeps the lines up to `resume_step`: a resumed run redoes the steps after it.
+
+    A line cut short by a killed process is dropped too. The file is replaced atomically,
+    so a crash here cannot lose the lines kept.
+    """
+    kept = []
+    with open(path) as f:
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= resume_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+          logging.warning("Dropping an unreadable line of %s: %r", path, line[:80])
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if self._pending and self._pending["step"] != int(step):
@@ -55,9 +71,9 @@ class JsonlWriter(metric_writers.MetricWriter):
 
 
 def create_writer(workdir: str, resume_step: int) -> metric_writers.MetricWriter:
-  """TensorBoard + console + metrics.jsonl on process 0; console only elsewhere."""
+  """TensorBoard + console + metrics.jsonl on process 0; nothing on the other processes."""
   if jax.process_index() > 0:
-    return metric_writers.create_default_writer(just_logging=True)
+    return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, asynchronous=False),
       JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step),

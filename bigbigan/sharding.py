@@ -34,6 +34,13 @@ def to_global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
 
 
 def from_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:
-  """A global array sharded on `data` from a host array that every process holds in full."""
+  """A global array sharded on `data` from a host array that every process holds in full.
+
+  Rows are zero-padded to a multiple of the device count; drop the outputs of rows
+  `len(array):` (BatchNorm in inference mode keeps rows independent, so padding is inert).
+  """
+  padding = -len(array) % mesh.devices.size
+  if padding:
+    array = np.concatenate([array, np.zeros((padding,) + array.shape[1:], array.dtype)])
   return jax.make_array_from_callback(array.shape, batch_sharded(mesh),
                                       lambda index: array[index])

@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from bigbigan import losses
 from bigbigan import sharding
+from bigbigan.errors import ConfigError
 from bigbigan.models.networks import Networks
 from bigbigan.state import NetworkState, TrainState
 
@@ -30,7 +31,7 @@ def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Arra
     return jax.random.normal(rng, shape)
   if prior == "uniform":
     return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
-  raise ValueError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
+  raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
 
 
 def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=None):
@@ -70,7 +71,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
   from one shared forward pass. "alternating": D is updated first and E/G then see the new D.
   """
   if config.update_mode not in UPDATE_MODES:
-    raise ValueError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
+    raise ConfigError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
   has_encoder = networks.encoder is not None
   r1_weight = config.discriminator.r1_weight
   batch_sharding = sharding.batch_sharded(mesh)
@@ -138,6 +139,9 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
       eg_grads, (stats, eg_metrics) = jax.grad(eg_objective, has_aux=True)(eg_params)
       metrics = {**metrics, "eg_loss": eg_metrics["eg_loss"]}
 
+    # Gradient norms are logged, and so checked for NaN/inf before any checkpoint is saved.
+    metrics = {**metrics, "d_grad_norm": optax.tree.norm(d_grads),
+               "eg_grad_norm": optax.tree.norm(eg_grads)}
     new_state = state.replace(
         step=state.step + 1,
         generator=_update(state.generator, eg_grads["generator"], optimizers["generator"],

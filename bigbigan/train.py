@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import periodic_actions
+from jax.sharding import Mesh
 
 from bigbigan import checkpointing
 from bigbigan import optimizers as optimizers_lib
@@ -44,6 +45,35 @@ def _mean_metrics(history: Sequence[tuple[int, dict]]) -> dict[str, float]:
   return {name: float(np.mean([m[name] for _, m in history])) for name in names}
 
 
+def _warn_about_changed_fields(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Logs the fields that differ from the config the run was started (or last resumed) with.
+
+  Changing some fields on resume is legitimate (total_steps to train longer, log cadence),
+  so this warns rather than refuses; fields that change the state's shapes are refused by
+  the checkpoint check.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = _flatten(json.load(f))
+  now = _flatten(json.loads(config.to_json_best_effort()))
+  changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+             for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+  if changed:
+    logging.warning("Resuming with changed config fields: %s", "; ".join(changed))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
@@ -68,7 +98,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(devices)
   validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
   os.makedirs(workdir, exist_ok=True)
+  # Listen for SIGTERM from the start; the flag is acted upon after the next step.
+  sigterm = checkpointing.SigtermFlag()
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    return _train(config, workdir, mesh, checkpointer, sigterm, train_batches)
+  finally:
+    checkpointer.close()
+    sigterm.restore()
 
+
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
+           checkpointer: checkpointing.Checkpointer, sigterm: checkpointing.SigtermFlag,
+           train_batches: Optional[Iterator[np.ndarray]]) -> TrainState:
+  """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag."""
   # ---- Data and model. ----
   mixture = Mixture.from_config(config)
   data_dim = mixture.train.shape[1]
@@ -83,12 +126,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   abstract_state = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
       jax.eval_shape(init, rng))
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   state = checkpointer.restore_latest(abstract_state)
   if state is None:
     state = jax.jit(init, out_shardings=replicated)(rng)
   else:
     logging.info("Resumed from %s", checkpointer.path(checkpointer.latest_step()))
+    _warn_about_changed_fields(config, workdir)
   start_step = int(state.step)
   if jax.process_index() == 0:
     _write_config(config, workdir)
@@ -99,10 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if train_batches is None:
     train_batches = mixture.train_batches(config.batch_size, config.seed, start_step)
   writer = create_writer(workdir, start_step)
-  progress = periodic_actions.ReportProgress(
+  report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,
       every_secs=None)
-  sigterm = checkpointing.SigtermFlag()
   last_good = checkpointer.latest_step()
 
   # ---- The loop. ----
@@ -114,14 +156,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = train_step(state, batch)
       step += 1
       history.append((step, metrics))
-      progress(step)
+      if jax.process_index() == 0:
+        report_progress(step)
       preempted = bool(sigterm) or checkpointer.reached_preemption(step)
       done = step == config.total_steps or preempted
       log_now = step % config.log_every_steps == 0 or done
       save_now = step % config.checkpoint_every_steps == 0 or done
 
       if log_now or save_now:
-        # Only finite states are logged as good or saved: a NaN never reaches a checkpoint.
+        # Only finite states are logged as good or saved: the metrics include the gradient
+        # norms, so a NaN in the parameters or the update never reaches a checkpoint.
         history = jax.device_get(history)
         bad = _first_non_finite(history)
         if bad:
@@ -132,7 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if log_now:
         writer.write_scalars(step, _mean_metrics(history))
         history = []
-      if step % config.eval_every_steps == 0 or step == config.total_steps:
+      # A preempted run saves first and skips evaluation: the grace period is short.
+      if not preempted and (step % config.eval_every_steps == 0 or done):
         writer.write_scalars(step, evaluate(state, step))
       if save_now:
         checkpointer.save(step, state)
@@ -144,7 +189,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         checkpointer.path(step))
         break
   finally:
-    checkpointer.close()
     writer.close()
-    sigterm.restore()
   return state

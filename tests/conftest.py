@@ -1,6 +1,5 @@
 """Test setup: 8 fake CPU devices and a persistent compilation cache, set before jax loads."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -16,18 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from bigbigan.config_files import load_config  # pylint: disable=wrong-import-position
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The compilation cache reads its settings from the environment when jax loads; fail loudly
 # if something imported jax first and the 8 devices are missing.
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
-
-
-def load_config(name: str, variant: str = ""):
-  """`configs/<name>.py`'s get_config(variant), as --config=configs/<name>.py:variant does."""
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
 
 
 # Overrides that shrink the mixture config to seconds on CPU; also passed on the command line.
@@ -60,7 +53,8 @@ def apply_overrides(config, overrides):
 def tiny_config():
   """A factory: tiny_config(variant="bigan", **overrides with "__" for ".")."""
   def make(variant: str = "bigan", **overrides):
-    config = apply_overrides(load_config("mixture", variant), TINY_OVERRIDES)
+    config = apply_overrides(load_config(f"{REPO}/configs/mixture.py:{variant}"),
+                             TINY_OVERRIDES)
     return apply_overrides(config, {k.replace("__", "."): v for k, v in overrides.items()})
   return make
 

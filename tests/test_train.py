@@ -46,23 +46,39 @@ def _metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
-def test_resume_equals_uninterrupted_run(tiny_config, tmp_path):
-  config = tiny_config("ali", total_steps=6, checkpoint_every_steps=3, log_every_steps=1)
+def _preempted_at(config, preempt_step: int):
+  """The config's training batches, with a SIGTERM to this process while at `preempt_step`."""
+  batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed)
+  for step, batch in enumerate(batches, start=1):
+    if step == preempt_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    yield batch
+
+
+@pytest.mark.parametrize("variant, overrides", [
+    ("bigan", dict(generator__batch_norm=True, discriminator__batch_norm=True)),
+    ("ali", {}),
+    ("gan", dict(update_mode="simultaneous")),
+])
+def test_resume_equals_uninterrupted_run(tiny_config, tmp_path, variant, overrides):
+  config = tiny_config(variant, total_steps=6, checkpoint_every_steps=2, log_every_steps=1,
+                       **overrides)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
 
-  first_half = tiny_config("ali", total_steps=3, checkpoint_every_steps=3, log_every_steps=1)
-  train.train_and_evaluate(first_half, str(tmp_path / "b"))
+  # Stopped by SIGTERM at step 3 (after saving step 2 and training on), then restarted.
+  stopped = train.train_and_evaluate(config, str(tmp_path / "b"),
+                                     train_batches=_preempted_at(config, 3))
+  assert int(stopped.step) == 3 and _checkpoint_steps(tmp_path / "b") == [2, 3]
   resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
 
   assert int(resumed.step) == int(uninterrupted.step) == 6
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed),
                jax.device_get(uninterrupted))
   # metrics.jsonl holds each step once, resumed or not, with identical training losses.
-  steps_a = [m["step"] for m in _metrics(tmp_path / "a")]
-  steps_b = [m["step"] for m in _metrics(tmp_path / "b")]
-  assert steps_a == steps_b == [1, 2, 3, 4, 5, 6]
-  for a, b in zip(_metrics(tmp_path / "a"), _metrics(tmp_path / "b")):
-    assert a["d_loss"] == b["d_loss"] and a["eg_loss"] == b["eg_loss"]
+  a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+  assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4, 5, 6]
+  for name in ("d_loss", "eg_loss", "modes_covered"):
+    assert [m.get(name) for m in a] == [m.get(name) for m in b], name
 
 
 def test_keeps_the_last_n_checkpoints(tiny_config, tmp_path):
@@ -106,14 +122,18 @@ def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
 
 
 @ORBAX_FAILED_RESTORE
-def test_corrupt_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
+@pytest.mark.parametrize("damaged", [
+    "default/_METADATA",  # The tree's structure and shapes.
+    "default/**/d/*",  # The array data (and the per-array metadata stored beside it).
+])
+def test_corrupt_checkpoint_is_refused_and_kept(tiny_config, tmp_path, damaged):
   train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
-  data_files = [p for p in (tmp_path / "checkpoints" / "2").rglob("*")
-                if p.is_file() and p.stat().st_size > 1000]
-  for path in data_files:
+  files = [p for p in (tmp_path / "checkpoints" / "2").glob(damaged) if p.is_file()]
+  assert files
+  for path in files:
     path.write_bytes(b"\x00" * 64)
   before = _tree_digest(tmp_path / "checkpoints")
-  with pytest.raises(CheckpointError, match="cannot be restored"):
+  with pytest.raises(CheckpointError, match="checkpoints/2 cannot be (read|restored)"):
     train.train_and_evaluate(tiny_config("bigan", total_steps=4), str(tmp_path))
   assert _tree_digest(tmp_path / "checkpoints") == before
 
@@ -202,20 +222,28 @@ def test_two_processes_equal_one_process(tmp_path):
   """jax.distributed over 2 local processes x 2 devices trains as 1 process x 4 devices."""
   flags = cli_overrides({"total_steps": 4})
   port = _free_port()
+  processes = []
 
-  def launch(workdir, devices, *extra):
+  def launch(name, devices, *extra):
     command = [sys.executable, "-m", "bigbigan.main", "--config=configs/mixture.py",
-               f"--workdir={workdir}", *flags, *extra]
+               f"--workdir={tmp_path / name.split('_')[0]}", *flags, *extra]
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    log = open(tmp_path / f"{name}.log", "w")  # Files, not pipes: a full pipe would block.
+    processes.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT), tmp_path / f"{name}.log"))
 
-  hosts = [launch(tmp_path / "multi", 2, "--distributed", f"--coordinator_address=localhost:{port}",
-                  "--num_processes=2", f"--process_id={i}") for i in range(2)]
-  single = launch(tmp_path / "single", 4)
-  for process in [*hosts, single]:
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
+  try:
+    for i in range(2):
+      launch(f"multi_{i}", 2, "--distributed", f"--coordinator_address=localhost:{port}",
+             "--num_processes=2", f"--process_id={i}")
+    launch("single", 4)
+    for process, log in processes:
+      assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+  finally:
+    for process, _ in processes:
+      if process.poll() is None:
+        process.kill()
+
   multi, one = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
   assert [r["step"] for r in multi] == [r["step"] for r in one] == [2, 4]
   for a, b in zip(multi, one):

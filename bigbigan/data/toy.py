@@ -59,10 +59,7 @@ class Mixture:
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     local = batch_size // process_count
-    steps_per_epoch = len(self.train) // batch_size
-    if steps_per_epoch == 0:
-      raise ValueError(f"config.batch_size={batch_size} exceeds the {len(self.train)} "
-                       "training samples: lower it or raise config.mixture.num_train")
+    steps_per_epoch = len(self.train) // batch_size  # >= 1: checked by validate_config.
     epoch, order = -1, None
     step = start_step
     while True:

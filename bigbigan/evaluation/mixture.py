@@ -1,7 +1,8 @@
 """Periodic evaluation on the Gaussian mixture: mode coverage, sample quality, reconstruction.
 
 Samples G(z) come from a fixed set of `config.eval_samples` latents, so evaluations at
-different steps (and of different runs with the same seed) are comparable. Reconstructions
+different steps (and of different runs with the same seed) are comparable. Inputs are padded
+to a multiple of the device count and the padding dropped, so every sample counts. Reconstructions
 G(E(x)) use the encoder's mean on the held-out evaluation set.
 """
 
@@ -28,30 +29,29 @@ class MixtureEvaluator:
   def __init__(self, config: ml_collections.ConfigDict, mixture: Mixture, networks: Networks,
                mesh: Mesh, workdir: str):
     self._mixture = mixture
-    self._mesh = mesh
     self._workdir = workdir
     self._fns = steps.make_inference_fns(networks, mesh)
-    # Whole multiples of the device count, so every device gets the same number of rows.
-    devices = mesh.devices.size
-    num_samples = config.eval_samples - config.eval_samples % devices
-    latents = steps.sample_prior(jax.random.PRNGKey(config.seed + 1), (num_samples,
-                                 config.latent_dim), config.latent_prior)
+    latents = steps.sample_prior(jax.random.PRNGKey(config.seed + 1),
+                                 (config.eval_samples, config.latent_dim), config.latent_prior)
+    self._num_samples = config.eval_samples
     self._latents = sharding.from_host_array(np.asarray(latents), mesh)
-    self._data = mixture.eval[:len(mixture.eval) - len(mixture.eval) % devices]
-    self._data_on_device = sharding.from_host_array(self._data, mesh)
+    self._data = sharding.from_host_array(mixture.eval, mesh)
     self._encoder_rng = jax.random.PRNGKey(config.seed + 2)
 
+  def _gather(self, array: jax.Array, rows: int) -> np.ndarray:
+    """All rows on every process, padding dropped."""
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))[:rows]
+
   def __call__(self, state: TrainState, step: int) -> dict[str, float]:
-    samples = multihost_utils.process_allgather(self._fns["generate"](state, self._latents),
-                                                tiled=True)
+    data = self._mixture.eval
+    samples = self._gather(self._fns["generate"](state, self._latents), self._num_samples)
     metrics = mode_coverage(samples, self._mixture.means, self._mixture.std)
-    panels = {"data": self._data, "samples G(z)": samples}
+    panels = {"data": data, "samples G(z)": samples}
     if "encode" in self._fns:
-      _, z_mean = self._fns["encode"](state, self._data_on_device, self._encoder_rng)
-      reconstructions = multihost_utils.process_allgather(
-          self._fns["generate"](state, z_mean), tiled=True)
+      _, z_mean = self._fns["encode"](state, self._data, self._encoder_rng)
+      reconstructions = self._gather(self._fns["generate"](state, z_mean), len(data))
       metrics["reconstruction_error"] = float(
-          np.mean(np.linalg.norm(self._data - reconstructions, axis=1)))
+          np.mean(np.linalg.norm(data - reconstructions, axis=1)))
       panels["reconstructions G(E(x))"] = reconstructions
     if jax.process_index() == 0:
       title = (f"step {step}: {metrics['modes_covered']} modes covered, "

@@ -5,6 +5,7 @@ from typing import NamedTuple, Optional
 import flax.linen as nn
 import ml_collections
 
+from bigbigan.errors import ConfigError
 from bigbigan.models import mlp
 
 NETWORK_KINDS = ("mlp",)
@@ -20,7 +21,7 @@ class Networks(NamedTuple):
 def build_networks(config: ml_collections.ConfigDict, data_dim: int) -> Networks:
   """Returns the modules for `config.network` on data of `data_dim` features."""
   if config.network != "mlp":
-    raise ValueError(f"config.network={config.network!r}: allowed {NETWORK_KINDS}")
+    raise ConfigError(f"config.network={config.network!r}: allowed {NETWORK_KINDS}")
   g, e, d = config.generator, config.encoder, config.discriminator
   generator = mlp.MLPGenerator(
       output_size=data_dim, hidden_sizes=tuple(g.hidden_sizes), activation=g.activation,

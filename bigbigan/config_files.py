@@ -1,0 +1,24 @@
+"""Loads an experiment config file the way `--config=path.py[:variant]` does, for notebooks,
+benchmarks and tests."""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Returns `get_config()` (or `get_config(variant)`) of `spec` = "path/to/config.py[:variant]".
+
+  Args:
+    spec: a config file path, optionally followed by ":variant", e.g.
+      "configs/mixture.py:ali".
+  """
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path} not found")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()

@@ -1,0 +1,47 @@
+"""Every unusable config value is refused with a one-line message naming the field."""
+
+import pytest
+
+from bigbigan.config_files import load_config
+from bigbigan.config_validation import validate_config
+from bigbigan.errors import ConfigError
+from conftest import REPO
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(seed=-1), "config.seed=-1: must be an integer >= 0"),
+    (dict(batch_size=-16), "config.batch_size=-16: must be a positive integer"),
+    (dict(log_every_steps=0), "config.log_every_steps=0: must be a positive integer"),
+    (dict(mixture__std=0.0), "config.mixture.std=0.0: must be a positive number"),
+    (dict(mixture__num_train=8), "config.mixture.num_train=8 is smaller than config.batch_size"),
+    (dict(optimizer__generator_learning_rate=0.0),
+     "config.optimizer.generator_learning_rate=0.0: must be a positive number"),
+    (dict(optimizer__b1=1.0), "config.optimizer.b1=1.0: must be in [0, 1)"),
+    (dict(optimizer__lr_decay_start_fraction=1.5), "must be in [0, 1] (1 disables the decay)"),
+    (dict(optimizer__lr_decay_final_scale=-0.1), "lr_decay_final_scale=-0.1: must be >= 0"),
+    (dict(optimizer__weight_decay=-1e-5), "config.optimizer.weight_decay=-1e-05: must be >= 0"),
+    (dict(discriminator__r1_weight=-1.0), "config.discriminator.r1_weight=-1.0: must be >= 0"),
+    (dict(generator__hidden_sizes=()), "config.generator.hidden_sizes=(): must be a non-empty"),
+    (dict(encoder__hidden_sizes=(16, 0)), "config.encoder.hidden_sizes=(16, 0): must be"),
+    (dict(latent_prior="cauchy"), "config.latent_prior='cauchy' is unknown: allowed"),
+    (dict(generator__activation="gelu"), "config.generator.activation='gelu' is unknown"),
+    (dict(dataset="imagenet"), "config.dataset='imagenet' is unknown: allowed ('mixture',)"),
+])
+def test_bad_values_are_refused(tiny_config, overrides, message):
+  with pytest.raises(ConfigError) as error:
+    validate_config(tiny_config("bigan", **overrides), num_devices=8)
+  assert message in str(error.value)
+  assert "\n" not in str(error.value)
+
+
+def test_batch_must_divide_over_processes(tiny_config):
+  with pytest.raises(ConfigError, match="does not divide over 3 processes"):
+    validate_config(tiny_config("bigan", batch_size=16), num_devices=1, num_processes=3)
+
+
+@pytest.mark.parametrize("variant", ["bigan", "ali", "gan"])
+def test_shipped_configs_are_valid(variant):
+  config = load_config(f"{REPO}/configs/mixture.py:{variant}")
+  validate_config(config, num_devices=8)  # Raises if anything is off.
+  assert config.encoder.kind == {"bigan": "deterministic", "ali": "stochastic",
+                                 "gan": "none"}[variant]
