@@ -5,8 +5,13 @@ Command (the variant after the colon: bigan (default), ali, gan):
   python -m bigbigan.main --config=configs/mixture.py --workdir=/tmp/mixture
   python -m bigbigan.main --config=configs/mixture.py:ali --workdir=/tmp/mixture_ali
 
-Expected runtime: about a minute on a 2-core CPU.
-Expected result: see README.md's table (benchmarks/mixture_modes.py, 10 seeds).
+Expected runtime (one CPU core, including compilation and 4 evaluations): about 90 s for
+bigan and ali, 60 s for gan.
+Expected result (final evaluation, mean of 10 seeds, benchmarks/mixture_modes.py):
+  bigan: 25.0/25 modes covered, 24.7 with a sample within 3 std, 80% of samples within 3 std
+  ali:   25.0/25 modes covered, 24.1 with a sample within 3 std, 80% of samples within 3 std
+  gan:   24.9/25 modes covered, 24.5 with a sample within 3 std, 94% of samples within 3 std
+The ALI paper reports 13.4 +- 5.8 modes for ALI and 10.4 +- 9.2 for the GAN.
 """
 
 import ml_collections
