@@ -20,12 +20,6 @@ from bigbigan.errors import CheckpointError, ConfigError, NonFiniteLossError
 from conftest import REPO, cli_overrides
 
 
-# When a restore fails, orbax leaves its pending read coroutines un-awaited; Python reports
-# them as unraisable exceptions, which are expected here.
-ORBAX_FAILED_RESTORE = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning")
-
-
 def _checkpoint_steps(workdir) -> list[int]:
   directory = pathlib.Path(workdir) / "checkpoints"
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
@@ -107,7 +101,6 @@ def test_bad_config_is_refused_before_touching_checkpoints(tiny_config, tmp_path
   assert _tree_digest(tmp_path) == before
 
 
-@ORBAX_FAILED_RESTORE
 def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
   train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
   before = _tree_digest(tmp_path / "checkpoints")
@@ -121,7 +114,6 @@ def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
   assert _checkpoint_steps(tmp_path) == [2]
 
 
-@ORBAX_FAILED_RESTORE
 @pytest.mark.parametrize("damaged", [
     "default/_METADATA",  # The tree's structure and shapes.
     "default/**/d/*",  # The array data (and the per-array metadata stored beside it).
