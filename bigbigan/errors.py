@@ -15,3 +15,7 @@ class CheckpointError(BigBiganError, RuntimeError):
 
 class NonFiniteLossError(BigBiganError, FloatingPointError):
   """A training loss became NaN or infinite."""
+
+
+class DatasetError(BigBiganError, FileNotFoundError):
+  """A dataset is not prepared where TFDS looks for it."""
