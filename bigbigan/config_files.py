@@ -22,3 +22,9 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(variant) if variant else module.get_config()
+
+
+def epochs_to_steps(epochs: float, num_examples: int, batch_size: int) -> int:
+  """Training steps for `epochs` passes over `num_examples` at `batch_size` (last batch of
+  each epoch dropped, as the input pipeline does)."""
+  return int(round(epochs * (num_examples // batch_size)))

@@ -10,15 +10,19 @@ from bigbigan.errors import ConfigError
 from bigbigan.models import mlp
 from bigbigan.models.networks import ENCODER_KINDS, NETWORK_KINDS
 
-DATASETS = ("mixture",)
+DATASETS = ("mixture", "mnist")
 NETWORKS = ("generator", "encoder", "discriminator")
 POSITIVE_INTEGERS = ("batch_size", "total_steps", "log_every_steps", "eval_every_steps",
-                     "checkpoint_every_steps", "keep_checkpoints", "latent_dim", "eval_samples",
-                     "mixture.modes_per_axis", "mixture.num_train", "mixture.num_eval")
-NON_NEGATIVE_INTEGERS = ("seed", "mixture.data_seed")
+                     "checkpoint_every_steps", "keep_checkpoints", "latent_dim")
+NON_NEGATIVE_INTEGERS = ("seed",)
 POSITIVE_NUMBERS = ("optimizer.generator_learning_rate", "optimizer.discriminator_learning_rate",
-                    "optimizer.encoder_learning_rate_multiplier", "mixture.std",
-                    "mixture.spacing")
+                    "optimizer.encoder_learning_rate_multiplier")
+# The fields each dataset adds: (positive integers, non-negative integers, positive numbers).
+DATASET_FIELDS = {
+    "mixture": (("eval_samples", "mixture.modes_per_axis", "mixture.num_train",
+                 "mixture.num_eval"), ("mixture.data_seed",), ("mixture.std", "mixture.spacing")),
+    "mnist": (("eval_batch_size",), (), ()),
+}
 # field: (low, high, whether high itself is allowed, what the message says is allowed)
 RANGES = {
     "optimizer.b1": (0.0, 1.0, False, "in [0, 1)"),
@@ -61,15 +65,17 @@ def _divides(config, field: str, parts: int, what: str) -> None:
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int = 1) -> None:
   """Raises ConfigError with a one-line message for the first unusable field."""
-  for field in POSITIVE_INTEGERS:
+  _choice(config, "dataset", DATASETS)
+  positive_integers, non_negative_integers, positive_numbers = DATASET_FIELDS[config.dataset]
+  for field in POSITIVE_INTEGERS + positive_integers:
     value = _get(config, field)
     if not _is_integer(value) or value <= 0:
       raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
-  for field in NON_NEGATIVE_INTEGERS:
+  for field in NON_NEGATIVE_INTEGERS + non_negative_integers:
     value = _get(config, field)
     if not _is_integer(value) or value < 0:
       raise ConfigError(f"config.{field}={value!r}: must be an integer >= 0")
-  for field in POSITIVE_NUMBERS:
+  for field in POSITIVE_NUMBERS + positive_numbers:
     value = _get(config, field)
     if not _is_number(value) or not value > 0:
       raise ConfigError(f"config.{field}={value!r}: must be a positive number")
@@ -86,11 +92,17 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
 
   _divides(config, "batch_size", num_devices, "devices")
   _divides(config, "batch_size", num_processes, "processes")
-  if config.mixture.num_train < config.batch_size:
+  if config.dataset == "mixture" and config.mixture.num_train < config.batch_size:
     raise ConfigError(f"config.mixture.num_train={config.mixture.num_train} is smaller than "
                       f"config.batch_size={config.batch_size}: raise it or lower the batch")
+  if config.dataset == "mnist":
+    _divides(config, "eval_batch_size", num_devices, "devices")
+    _divides(config, "eval_batch_size", num_processes, "processes")
+    seed = config.pixel_permutation_seed
+    if seed is not None and (not _is_integer(seed) or seed < 0):
+      raise ConfigError(f"config.pixel_permutation_seed={seed!r}: must be None (no "
+                        "permutation) or an integer >= 0")
 
-  _choice(config, "dataset", DATASETS)
   _choice(config, "network", NETWORK_KINDS)
   _choice(config, "encoder.kind", ENCODER_KINDS)
   _choice(config, "loss", losses.LOSS_KINDS)

@@ -63,12 +63,15 @@ def _update(network: NetworkState, grads, tx: optax.GradientTransformation,
 
 
 def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
-                    optimizers: dict[str, optax.GradientTransformation],
-                    mesh: Mesh) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+                    optimizers: dict[str, optax.GradientTransformation], mesh: Mesh,
+                    normalise: Callable[[jax.Array], jax.Array] = lambda x: x
+                    ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
   """Builds the jitted BiGAN/ALI/GAN update for `config.update_mode`.
 
   "simultaneous" (BiGAN appendix B): D and E/G gradients are taken at the same parameters,
   from one shared forward pass. "alternating": D is updated first and E/G then see the new D.
+  `normalise` maps the batch as shipped (e.g. uint8 pixels) to the networks' input range,
+  on the devices.
   """
   if config.update_mode not in UPDATE_MODES:
     raise ConfigError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
@@ -109,6 +112,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     return (d_loss, eg_loss), (stats, metrics)
 
   def train_step(state: TrainState, x: jax.Array) -> tuple[TrainState, dict]:
+    x = normalise(x)
     z_rng, encoder_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     z = sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
     z = jax.lax.with_sharding_constraint(z, batch_sharding)
@@ -162,7 +166,8 @@ def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[...
   """Jitted inference (BatchNorm on running statistics), inputs sharded on `data`.
 
   Returns {"generate": (state, z) -> G(z)} and, with an encoder,
-  {"encode": (state, x, rng) -> (z, z_mean)}.
+  {"encode": (state, x, rng) -> (z, z_mean)} and
+  {"features": (state, x) -> {"z_mean": E(x)'s mean, "penultimate": E's last hidden layer}}.
   """
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
@@ -177,4 +182,15 @@ def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[...
                     rngs={"latent": rng})[0]
     fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch, replicated),
                             out_shardings=batch)
+
+    def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
+      variables = {"params": state.encoder.params}
+      if state.encoder.batch_stats:
+        variables["batch_stats"] = state.encoder.batch_stats
+      # The encoder's mean needs no noise: a fixed key keeps this a pure function of x.
+      (_, z_mean), sown = networks.encoder.apply(
+          variables, x, train=False, rngs={"latent": jax.random.PRNGKey(0)},
+          mutable=["intermediates"])
+      return {"z_mean": z_mean, "penultimate": sown["intermediates"]["features"][0]}
+    fns["features"] = jax.jit(features, in_shardings=(replicated, batch), out_shardings=batch)
   return fns

@@ -22,10 +22,9 @@ from bigbigan import checkpointing
 from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
 from bigbigan import steps
+from bigbigan import tasks
 from bigbigan.config_validation import validate_config
-from bigbigan.data.toy import Mixture
 from bigbigan.errors import NonFiniteLossError
-from bigbigan.evaluation.mixture import MixtureEvaluator
 from bigbigan.metric_logging import create_writer
 from bigbigan.models.networks import build_networks
 from bigbigan.state import TrainState, init_train_state
@@ -113,8 +112,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
            train_batches: Optional[Iterator[np.ndarray]]) -> TrainState:
   """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag."""
   # ---- Data and model. ----
-  mixture = Mixture.from_config(config)
-  data_dim = mixture.train.shape[1]
+  task = tasks.make_task(config, mesh, workdir)
+  data_dim = task.data_dim
   networks = build_networks(config, data_dim)
   optimizers = optimizers_lib.make_optimizers(config)
 
@@ -137,10 +136,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     _write_config(config, workdir)
 
   # ---- Update function, evaluation and logging. ----
-  train_step = steps.make_train_step(config, networks, optimizers, mesh)
-  evaluate = MixtureEvaluator(config, mixture, networks, mesh, workdir)
+  train_step = steps.make_train_step(config, networks, optimizers, mesh, task.normalise)
+  evaluate = task.make_evaluator(networks)
   if train_batches is None:
-    train_batches = mixture.train_batches(config.batch_size, config.seed, start_step)
+    train_batches = task.train_batches(start_step)
   writer = create_writer(workdir, start_step)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,

@@ -14,7 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
 
+import mnist_mock  # pylint: disable=wrong-import-position
 from bigbigan.config_files import load_config  # pylint: disable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -63,3 +65,19 @@ def cli_overrides(overrides=None):
   """TINY_OVERRIDES (updated by `overrides`) as --config.field=value flags."""
   merged = {**TINY_OVERRIDES, **(overrides or {})}
   return [f"--config.{field}={value}" for field, value in merged.items()]
+
+
+@pytest.fixture(scope="session")
+def metadata_dir(tmp_path_factory):
+  """A TFDS data_dir with the metadata (no data) of tests/mnist_mock.py's small MNIST."""
+  data_dir = tmp_path_factory.mktemp("tfds")
+  mnist_mock.write_metadata(str(data_dir))
+  return data_dir
+
+
+@pytest.fixture
+def mock_mnist(metadata_dir):
+  """TFDS serves the small MNIST of tests/mnist_mock.py; yields its data_dir."""
+  with tfds.testing.mock_data(data_dir=str(metadata_dir),
+                              as_dataset_fn=mnist_mock.mock_as_dataset):
+    yield str(metadata_dir)

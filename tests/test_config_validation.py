@@ -25,7 +25,7 @@ from conftest import REPO
     (dict(encoder__hidden_sizes=(16, 0)), "config.encoder.hidden_sizes=(16, 0): must be"),
     (dict(latent_prior="cauchy"), "config.latent_prior='cauchy' is unknown: allowed"),
     (dict(generator__activation="gelu"), "config.generator.activation='gelu' is unknown"),
-    (dict(dataset="imagenet"), "config.dataset='imagenet' is unknown: allowed ('mixture',)"),
+    (dict(dataset="imagenet"), "config.dataset='imagenet' is unknown: allowed ('mixture', 'mnist')"),
 ])
 def test_bad_values_are_refused(tiny_config, overrides, message):
   with pytest.raises(ConfigError) as error:

@@ -27,3 +27,33 @@ def save_scatter_panels(path: str, panels: dict[str, np.ndarray], means: np.ndar
   figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path)
+
+
+def save_image_grids(path: str, grids: dict[str, np.ndarray], title: str,
+                     columns: int = 10) -> None:
+  """Image grids side by side, e.g. data x | samples G(z) | reconstructions G(E(x)).
+
+  Args:
+    path: the PNG to write.
+    grids: name -> [N, H, W] (grey) or [N, H, W, 3] images with values in [0, 1].
+    title: the figure's title.
+    columns: images per grid row.
+  """
+  figure = Figure(figsize=(3.2 * len(grids), 3.6), dpi=100)
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(1, len(grids), squeeze=False)[0]
+  for ax, (name, images) in zip(axes, grids.items()):
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    rows = -(-len(images) // columns)
+    padded = np.zeros((rows * columns,) + images.shape[1:], np.float32)
+    padded[:len(images)] = images
+    height, width = images.shape[1:3]
+    # [rows, columns, H, W, ...] -> one [rows * H, columns * W, ...] mosaic.
+    mosaic = padded.reshape((rows, columns) + images.shape[1:]).swapaxes(1, 2).reshape(
+        (rows * height, columns * width) + images.shape[3:])
+    ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    ax.set_title(name)
+    ax.axis("off")
+  figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path)

@@ -71,7 +71,8 @@ class MLPEncoder(nn.Module):
 
   Returns `(z, z_mean)`. The stochastic encoder predicts mu and sigma = softplus(s) and
   samples z = mu + sigma * eps with eps from the `latent` rng stream; the deterministic
-  encoder returns z = z_mean = mu.
+  encoder returns z = z_mean = mu. The last hidden layer (the "penultimate" features that
+  the BiGAN paper also evaluates) is sown as intermediates/features.
   """
 
   latent_dim: int
@@ -84,6 +85,7 @@ class MLPEncoder(nn.Module):
   def __call__(self, x, *, train: bool):
     h = _HiddenStack(self.hidden_sizes, self.activation, self.batch_norm, name="hidden")(
         x, train=train)
+    self.sow("intermediates", "features", h)
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     if not self.stochastic:
       return mean, mean
@@ -93,7 +95,10 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-  """D: (x, z) -> logit. With z=None it is the plain GAN discriminator D(x)."""
+  """D: (x, z) -> logit. With z=None it is the plain GAN discriminator D(x).
+
+  The last hidden layer is sown as intermediates/features.
+  """
 
   hidden_sizes: Sequence[int]
   activation: str = "leaky_relu"
@@ -103,6 +108,7 @@ class MLPDiscriminator(nn.Module):
   def __call__(self, x, z: Optional[jax.Array] = None, *, train: bool):
     h = _HiddenStack(self.hidden_sizes, self.activation, self.batch_norm, name="hidden")(
         x, z, train=train)
+    self.sow("intermediates", "features", h)  # The "discriminator features" baseline.
     logit = nn.Dense(1, name="out")(h)
     if z is not None:
       logit = logit + nn.Dense(1, use_bias=False, name="side_out")(z)

@@ -1,0 +1,300 @@
+"""TFDS -> tf.data -> host-local numpy batches, one part of the split per process.
+
+Each process reads only its own part of a split (`tfds.even_splits`) and yields its
+`global_batch_size // process_count` rows of every global batch as numpy; the trainer turns
+them into global device arrays with `bigbigan.sharding.to_global_batch`. Images stay uint8 all
+the way to the device (a quarter of the bytes of float32) and are normalised there.
+
+Training batches are a pure function of (dataset, split, seed, step): the stream of examples
+is a concatenation of epochs, each shuffled with a seed derived from (seed, epoch), so a run
+resumed at `start_step` sees exactly the batches an uninterrupted one would, and resuming
+reads at most one epoch to get there.
+
+Evaluation batches visit every example of a split exactly once over all processes; every
+process yields the same number of batches (the count comes from the split sizes in the
+dataset's metadata, so no communication is needed), padded with zeros and carrying a boolean
+`mask` that is True for real examples.
+
+TensorFlow only runs the input pipeline, on the CPU: the iterators hide GPUs and TPUs from
+it so that it does not take accelerator memory from JAX.
+"""
+
+import math
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from bigbigan.errors import ConfigError, DatasetError
+
+Example = dict[str, tf.Tensor]
+Preprocess = Callable[[Example], Example]
+
+MNIST_IMAGE_SHAPE = (28, 28, 1)
+MNIST_PIXELS = 28 * 28
+MASK_KEY = "mask"
+# Examples in the shuffle buffer; MNIST's 60,000 flattened images mix well with 10,000
+# (8 MB). Datasets of large images want fewer (each buffered example is a decoded image).
+DEFAULT_SHUFFLE_BUFFER_SIZE = 10_000
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets and processes.
+
+
+def hide_accelerators_from_tensorflow() -> None:
+  """Makes TensorFlow use the CPU only, leaving GPUs and TPUs to JAX.
+
+  Idempotent; once TensorFlow has initialised its devices (e.g. clu's writers ran first)
+  the visible devices can no longer change, and whatever TensorFlow already set up stays.
+  """
+  for device_type in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], device_type)
+    except (RuntimeError, ValueError):
+      pass
+
+
+def prepared_builder(dataset: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `dataset`, checked to be prepared on disk; never downloads.
+
+  Args:
+    dataset: a TFDS name, e.g. "mnist" or "mnist:3.0.1".
+    data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR` if set,
+      else ~/tensorflow_datasets).
+
+  Returns:
+    The builder, whose `info.splits` holds the split sizes.
+
+  Raises:
+    DatasetError: the dataset is unknown or not prepared in the data_dir, with a one-line
+      message that says how to prepare it.
+  """
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    where = data_dir or tfds.core.constants.get_default_data_dir()
+    # TFDS's message runs over several lines (close matches, search paths); keep the first.
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise DatasetError(f"dataset '{dataset}' is unknown to TFDS and not prepared in {where}: "
+                       f"{reason}") from error
+  # `is_prepared` checks for the metadata files (dataset_info.json, features.json) that
+  # `tfds build` writes last; the split sizes the iterators need come from them too.
+  if not builder.is_prepared():
+    root = builder.data_dir_root
+    raise DatasetError(
+        f"dataset '{dataset}' is not prepared in {root}: run `tfds build {dataset} "
+        f"--data_dir={root}` on a machine with network access, or set TFDS_DATA_DIR "
+        f"(or config.data_dir) to where it is")
+  return builder
+
+
+def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
+  """The number of examples in `split` (slices such as "train[:50000]" allowed).
+
+  Args:
+    dataset: a TFDS name.
+    split: a TFDS split string.
+    data_dir: where prepared datasets are; None for TFDS's default.
+
+  Returns:
+    The split's size according to the dataset's metadata.
+  """
+  return prepared_builder(dataset, data_dir).info.splits[split].num_examples
+
+
+def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ConfigError(f"process_index {process_index} is not in [0, {process_count})")
+  return process_index, process_count
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size < process_count or global_batch_size % process_count:
+    raise ConfigError(f"batch_size {global_batch_size} does not divide over {process_count} "
+                      f"processes: use a positive multiple of {process_count}")
+  return global_batch_size // process_count
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  # Parallel map and interleave keep their input order: batches are a function of the seed.
+  options.deterministic = True
+  return options
+
+
+# ---------------------------------------------------------------------------------------
+# Training and evaluation iterators.
+
+
+def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
+                  preprocess: Preprocess, data_dir: str | None = None, start_step: int = 0,
+                  process_index: int | None = None, process_count: int | None = None, *,
+                  shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER_SIZE
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this process's rows of the training batch of every step from `start_step` on.
+
+  The process's part of the split is repeated forever, each epoch in a fresh order drawn
+  from (seed, epoch); batches run across epoch boundaries (`drop_remainder` only ever
+  applies to the infinite stream, so no example is dropped at the end of an epoch).
+
+  Args:
+    dataset: a TFDS name, e.g. "mnist".
+    split: a TFDS split string, e.g. "train" or "train[:50000]".
+    global_batch_size: rows of the global batch; a multiple of the process count.
+    seed: the data seed; the same seed gives the same batches.
+    preprocess: maps one TFDS example (a dict of tensors) to a dict of fixed-shape tensors,
+      e.g. `mnist_preprocess()`; it runs inside tf.data.
+    data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
+    start_step: the first step to yield; a resumed run passes its restored step.
+    process_index: this process; defaults to `jax.process_index()`.
+    process_count: the number of processes; defaults to `jax.process_count()`.
+    shuffle_buffer_size: examples in the shuffle buffer.
+
+  Returns:
+    An infinite iterator of dicts of numpy arrays with `global_batch_size // process_count`
+    rows each.
+  """
+  hide_accelerators_from_tensorflow()
+  process_index, process_count = _processes(process_index, process_count)
+  local_batch_size = _local_batch_size(global_batch_size, process_count)
+  builder = prepared_builder(dataset, data_dir)
+  # drop_remainder: every process gets the same number of examples per epoch.
+  process_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+  examples_per_epoch = builder.info.splits[process_split].num_examples
+  if examples_per_epoch == 0:
+    raise ConfigError(f"split '{split}' of '{dataset}' has too few examples to give each of "
+                      f"{process_count} processes one")
+
+  # Files in one fixed order (seeded, not reshuffled): every epoch then starts from the same
+  # input stream, so its order depends on its own shuffle seed alone, whatever ran before.
+  read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
+                                options=_options())
+  examples = builder.as_dataset(split=process_split, shuffle_files=True,
+                                read_config=read_config)
+
+  def shuffled_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_seed = tf.random.stateless_uniform(
+        [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), minval=None, maxval=None,
+        dtype=tf.int64)
+    # Each epoch has its own seed, so a fresh order per epoch without relying on how many
+    # times this dataset was iterated before (which a resumed run does not know).
+    return examples.shuffle(shuffle_buffer_size, seed=epoch_seed, reshuffle_each_iteration=False)
+
+  # Resuming skips whole epochs for free and at most one epoch of examples; preprocessing
+  # runs after the skip, so skipped examples are only read.
+  first_epoch, examples_into_epoch = divmod(start_step * local_batch_size, examples_per_epoch)
+  ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled_epoch)
+  ds = ds.skip(examples_into_epoch)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return ds.as_numpy_iterator()
+
+
+def eval_batch_count(split_sizes: list[int], local_batch_size: int) -> int:
+  """Batches every process yields: enough for the largest part of the split."""
+  return max(1, math.ceil(max(split_sizes) / local_batch_size))
+
+
+def eval_batches(dataset: str, split: str, global_batch_size: int, preprocess: Preprocess,
+                 data_dir: str | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this process's rows of evaluation batches that cover `split` exactly once.
+
+  Processes read consecutive parts of the split (`tfds.even_splits`; sizes may differ by
+  one) in file order. Every process yields the same number of batches, so collectives in
+  the evaluation step line up; the rows past a process's last example are zeros, and
+  `mask` is False for them.
+
+  Args:
+    dataset: a TFDS name, e.g. "mnist".
+    split: a TFDS split string, e.g. "test".
+    global_batch_size: rows of the global batch; a multiple of the process count.
+    preprocess: maps one TFDS example to a dict of fixed-shape numeric tensors (the padding
+      rows are built from their shapes and dtypes); must not return a "mask" key.
+    data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
+    process_index: this process; defaults to `jax.process_index()`.
+    process_count: the number of processes; defaults to `jax.process_count()`.
+
+  Returns:
+    A finite iterator of dicts of numpy arrays with `global_batch_size // process_count`
+    rows each, including the boolean "mask".
+  """
+  hide_accelerators_from_tensorflow()
+  process_index, process_count = _processes(process_index, process_count)
+  local_batch_size = _local_batch_size(global_batch_size, process_count)
+  builder = prepared_builder(dataset, data_dir)
+  process_splits = tfds.even_splits(split, n=process_count)
+  sizes = [builder.info.splits[part].num_examples for part in process_splits]
+  num_batches = eval_batch_count(sizes, local_batch_size)
+
+  read_config = tfds.ReadConfig(options=_options())
+  ds = builder.as_dataset(split=process_splits[process_index], shuffle_files=False,
+                          read_config=read_config)
+
+  def with_mask(example: Example) -> Example:
+    features = preprocess(example)
+    if MASK_KEY in features:
+      raise ValueError(f"preprocess must not return a '{MASK_KEY}' feature: eval_batches adds it")
+    return {**features, MASK_KEY: tf.constant(True)}
+
+  ds = ds.map(with_mask, num_parallel_calls=tf.data.AUTOTUNE)
+  padding_example = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
+                                          ds.element_spec)  # Zeros, and mask False.
+  padding = tf.data.Dataset.from_tensors(padding_example).repeat(
+      num_batches * local_batch_size - sizes[process_index])
+  ds = ds.concatenate(padding).batch(local_batch_size, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return ds.as_numpy_iterator()
+
+
+# ---------------------------------------------------------------------------------------
+# Permutation-invariant MNIST.
+
+
+def pixel_permutation(seed: int) -> np.ndarray:
+  """A fixed random permutation of MNIST's 784 pixels, drawn from `seed`.
+
+  Models of flattened images that see no pixel neighbourhoods (MLPs) must reach the same
+  accuracy on permuted images: the BiGAN paper's "permutation-invariant" MNIST.
+
+  Args:
+    seed: the permutation's seed.
+
+  Returns:
+    An int32 array holding each of 0..783 once.
+  """
+  return np.random.default_rng(seed).permutation(MNIST_PIXELS).astype(np.int32)
+
+
+def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
+  """The preprocessing of permutation-invariant MNIST, for `train_batches`/`eval_batches`.
+
+  Args:
+    permutation: None, or a permutation of 0..783 (`pixel_permutation`); pixel `i` of every
+      output image is pixel `permutation[i]` of the flattened input.
+
+  Returns:
+    A function from a TFDS MNIST example {"image": uint8[28, 28, 1], "label": int64} to
+    {"image": uint8[784], "label": int32}.
+  """
+  if permutation is not None:
+    permutation = np.asarray(permutation)
+    if (permutation.shape != (MNIST_PIXELS,)
+        or not np.array_equal(np.sort(permutation), np.arange(MNIST_PIXELS))):
+      raise ValueError(f"permutation must hold each of 0..{MNIST_PIXELS - 1} once, got shape "
+                       f"{permutation.shape}")
+    permutation = permutation.astype(np.int32)
+
+  def preprocess(example: Example) -> Example:
+    image = tf.reshape(example["image"], [MNIST_PIXELS])
+    if permutation is not None:
+      image = tf.gather(image, permutation)
+    return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+
+  return preprocess

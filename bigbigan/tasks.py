@@ -1,0 +1,85 @@
+"""What the trainer needs from an experiment's data, one class per `config.dataset`.
+
+A task gives the data's dimension, this process's training batches from any step on (host
+numpy, uint8 for images), the on-device normalisation applied inside the jitted step, and
+the periodic evaluator. The trainer itself knows no dataset.
+"""
+
+from typing import Callable, Iterator, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from bigbigan.data import pipeline
+from bigbigan.data.toy import Mixture
+from bigbigan.evaluation.mixture import MixtureEvaluator
+from bigbigan.evaluation.mnist import MnistEvaluator, normalise_pixels
+from bigbigan.models.networks import Networks
+from bigbigan.state import TrainState
+
+Evaluator = Callable[[TrainState, int], dict[str, float]]
+
+
+class Task(Protocol):
+  data_dim: int
+
+  def train_batches(self, start_step: int) -> Iterator[np.ndarray]: ...
+  def normalise(self, x: jax.Array) -> jax.Array: ...
+  def make_evaluator(self, networks: Networks) -> Evaluator: ...
+
+
+class MixtureTask:
+  """The 2-D Gaussian mixture (data/toy.py)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
+    self._config, self._mesh, self._workdir = config, mesh, workdir
+    self.mixture = Mixture.from_config(config)
+    self.data_dim = self.mixture.train.shape[1]
+
+  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
+    return self.mixture.train_batches(self._config.batch_size, self._config.seed, start_step)
+
+  @staticmethod
+  def normalise(x: jax.Array) -> jax.Array:
+    return x
+
+  def make_evaluator(self, networks: Networks) -> Evaluator:
+    return MixtureEvaluator(self._config, self.mixture, networks, self._mesh, self._workdir)
+
+
+class MnistTask:
+  """Permutation-invariant MNIST through TFDS: flattened 784-pixel images."""
+
+  data_dim = pipeline.MNIST_PIXELS
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
+    self._config, self._mesh, self._workdir = config, mesh, workdir
+    # Fails early, with the clear message, if the dataset is not prepared.
+    pipeline.prepared_builder(config.dataset, config.data_dir)
+    permutation = None
+    if config.pixel_permutation_seed is not None:
+      permutation = pipeline.pixel_permutation(config.pixel_permutation_seed)
+    self._preprocess = pipeline.mnist_preprocess(permutation)
+
+  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
+    c = self._config
+    for batch in pipeline.train_batches(c.dataset, c.train_split, c.batch_size, c.seed,
+                                        self._preprocess, c.data_dir, start_step):
+      yield batch["image"]
+
+  @staticmethod
+  def normalise(x: jax.Array) -> jax.Array:
+    return normalise_pixels(x)
+
+  def make_evaluator(self, networks: Networks) -> Evaluator:
+    return MnistEvaluator(self._config, networks, self._mesh, self._workdir,
+                          self._preprocess, self.normalise)
+
+
+TASKS = {"mixture": MixtureTask, "mnist": MnistTask}
+
+
+def make_task(config: ml_collections.ConfigDict, mesh: Mesh, workdir: str) -> Task:
+  return TASKS[config.dataset](config, mesh, workdir)

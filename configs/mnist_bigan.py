@@ -1,0 +1,70 @@
+"""BiGAN on permutation-invariant MNIST: the BiGAN paper's setup (appendix C.1).
+
+Command (the dataset must be prepared for TFDS; see README.md):
+
+  python -m bigbigan.main --config=configs/mnist_bigan.py --workdir=/tmp/mnist_bigan
+
+E, G and D have two hidden layers of 1024 units (parameter-free BatchNorm on the second),
+leaky ReLU 0.2 in E and D, ReLU and a sigmoid output in G; D sees z through a learned linear
+map at each layer. z ~ U(-1, 1)^50; Adam 2e-4, beta1 0.5; l2 weight decay 2.5e-5; 400
+epochs with the learning rate decayed linearly to 2e-6 over the last 200; simultaneous
+updates with the "inverse" E/G objective.
+
+Expected runtime: about 53 s per epoch on a 2-core CPU (400 epochs: about 6 days); the
+variant `:smoke` runs 2 epochs with evaluation (about 2 minutes).
+Expected result: the paper reports 97.39% 1-NN test accuracy on the learned features; this
+configuration has not yet been run to completion here (issue 3 tracks the reproduction).
+"""
+
+import ml_collections
+
+from bigbigan.config_files import epochs_to_steps
+
+MNIST_TRAIN_EXAMPLES = 60_000
+
+
+def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
+  """Returns the MNIST BiGAN config; variants: paper (default), smoke (2 epochs)."""
+  variants = ("paper", "smoke")
+  if variant not in variants:
+    raise ValueError(f"configs/mnist_bigan.py:{variant}: allowed variants {variants}")
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.dataset = "mnist"
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR.
+  config.train_split = "train"
+  config.eval_split = "test"
+  # An int draws a fixed pixel permutation (the result must not change); None: no permutation.
+  config.pixel_permutation_seed = ml_collections.config_dict.placeholder(int)
+
+  config.latent_dim = 50
+  config.latent_prior = "uniform"
+  config.network = "mlp"
+  config.generator = ml_collections.ConfigDict(dict(
+      hidden_sizes=(1024, 1024), activation="relu", batch_norm=True,
+      output_activation="sigmoid"))
+  config.encoder = ml_collections.ConfigDict(dict(
+      kind="deterministic", hidden_sizes=(1024, 1024), activation="leaky_relu",
+      batch_norm=True))
+  config.discriminator = ml_collections.ConfigDict(dict(
+      hidden_sizes=(1024, 1024), activation="leaky_relu", batch_norm=True, r1_weight=0.0))
+
+  config.loss = "bigan"
+  config.update_mode = "simultaneous"
+  config.optimizer = ml_collections.ConfigDict(dict(
+      generator_learning_rate=2e-4, discriminator_learning_rate=2e-4,
+      encoder_learning_rate_multiplier=1.0, b1=0.5, b2=0.999, weight_decay=2.5e-5,
+      lr_decay_start_fraction=0.5, lr_decay_final_scale=0.01))
+
+  config.batch_size = 128
+  epochs = 400 if variant == "paper" else 2
+  steps_per_epoch = epochs_to_steps(1, MNIST_TRAIN_EXAMPLES, config.batch_size)
+  config.total_steps = epochs_to_steps(epochs, MNIST_TRAIN_EXAMPLES, config.batch_size)
+  config.log_every_steps = 100
+  config.eval_every_steps = steps_per_epoch * (10 if variant == "paper" else 1)
+  config.checkpoint_every_steps = steps_per_epoch
+  config.keep_checkpoints = 3
+  config.eval_batch_size = 1000
+  config.eval_linear_probe = True
+  return config

@@ -1,0 +1,70 @@
+"""BiGAN on (mock) MNIST end to end: the pipeline, the trainer and the representation metrics."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from bigbigan import train
+from bigbigan.errors import DatasetError
+from conftest import REPO, apply_overrides, load_config
+from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label
+
+TINY = {"batch_size": 8, "total_steps": 2, "log_every_steps": 1, "eval_every_steps": 2,
+        "checkpoint_every_steps": 2, "eval_batch_size": 8,
+        "generator.hidden_sizes": (16, 16), "encoder.hidden_sizes": (16, 16),
+        "discriminator.hidden_sizes": (16, 16)}
+
+
+def _config(**overrides):
+  return apply_overrides(load_config(f"{REPO}/configs/mnist_bigan.py"), {**TINY, **overrides})
+
+
+def _pixel_1nn_reference() -> float:
+  """1-NN accuracy of test on train in raw pixels, float64 NumPy."""
+  def split(name):
+    ids = range(SPLIT_OFFSETS[name], SPLIT_OFFSETS[name] + SPLIT_SIZES[name])
+    images = np.stack([mock_image(i).reshape(-1) / 255.0 for i in ids])
+    return images, np.array([mock_label(i) for i in ids])
+  (train_x, train_y), (test_x, test_y) = split("train"), split("test")
+  distances = np.sum((test_x[:, None] - train_x[None]) ** 2, axis=-1)
+  return float(np.mean(train_y[np.argmin(distances, axis=1)] == test_y))
+
+
+def _final_metrics(workdir) -> dict:
+  with open(workdir / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f][-1]
+
+
+@pytest.mark.parametrize("permutation_seed", [None, 3])
+def test_trains_and_reports_representation_metrics(mock_mnist, tmp_path, permutation_seed):
+  state = train.train_and_evaluate(_config(pixel_permutation_seed=permutation_seed),
+                                   str(tmp_path))
+  assert int(state.step) == 2
+  metrics = _final_metrics(tmp_path)
+  # Raw pixels: the trainer's sharded 1-NN over the padded, masked evaluation iterator equals
+  # a float64 reference; a fixed pixel permutation cannot change an L2 distance.
+  assert metrics["knn_1_accuracy_pixels"] == pytest.approx(_pixel_1nn_reference(), abs=1e-9)
+  for name in ("knn_1_accuracy", "knn_1_accuracy_cosine", "knn_1_accuracy_penultimate",
+               "linear_accuracy", "linear_accuracy_penultimate"):
+    assert 0.0 <= metrics[name] <= 1.0, name
+  # 11 test examples: every accuracy is a multiple of 1/11.
+  assert metrics["knn_1_accuracy"] * SPLIT_SIZES["test"] == pytest.approx(
+      round(metrics["knn_1_accuracy"] * SPLIT_SIZES["test"]))
+  assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["eg_loss"])
+  assert (tmp_path / "mnist_0000002.png").exists()
+  jax.tree.map(lambda leaf: np.testing.assert_array_equal(np.isfinite(leaf), True),
+               jax.device_get(state.generator.params))
+
+
+def test_missing_dataset_gives_the_clear_error(tmp_path):
+  empty = tmp_path / "empty_tfds"
+  empty.mkdir()
+  with pytest.raises(DatasetError) as error:
+    train.train_and_evaluate(_config(data_dir=str(empty)), str(tmp_path / "run"))
+  message = str(error.value)
+  assert "'mnist' is not prepared in" in message and str(empty) in message
+  assert "tfds build mnist" in message and "\n" not in message
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+      (tmp_path / "run" / "checkpoints").iterdir())
