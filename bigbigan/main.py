@@ -26,10 +26,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO chatter of the checkpointing libraries; their warnings still show."""
+  """Drops INFO chatter of the checkpoint and dataset libraries; their warnings still show."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    noisy = any(name in record.pathname for name in ("/orbax/", "/tensorstore/"))
+    noisy = any(name in record.pathname
+                for name in ("/orbax/", "/tensorstore/", "/tensorflow_datasets/"))
     return record.levelno >= std_logging.WARNING or not noisy
 
 

@@ -17,10 +17,6 @@ from jax.sharding import Mesh
 from bigbigan import sharding
 from bigbigan.evaluation.knn import nearest_neighbor_accuracy
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
-from bigbigan.state import TrainState
-
-BatchesFn = Callable[[str], Iterator[dict[str, np.ndarray]]]
-
 
 def _gather(array: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
@@ -67,7 +63,3 @@ def representation_metrics(train: tuple[dict[str, np.ndarray], np.ndarray],
           features, train_labels, test_features[name], test_labels, mesh)
   return metrics
 
-
-def encoder_feature_fn(features_fn, state: TrainState, normalise):
-  """Binds the trainer's jitted `features(state, x)` to a state and the input scaling."""
-  return lambda images: features_fn(state, normalise(images))
