@@ -25,6 +25,9 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def epochs_to_steps(epochs: float, num_examples: int, batch_size: int) -> int:
-  """Training steps for `epochs` passes over `num_examples` at `batch_size` (last batch of
-  each epoch dropped, as the input pipeline does)."""
-  return int(round(epochs * (num_examples // batch_size)))
+  """Training steps for `epochs` passes over `num_examples` at `batch_size`.
+
+  The input pipeline's batches run across epoch boundaries, so no example is dropped and an
+  epoch is num_examples / batch_size steps, not a whole number in general.
+  """
+  return int(round(epochs * num_examples / batch_size))

@@ -6,11 +6,12 @@ import ml_collections
 
 from bigbigan import losses
 from bigbigan import steps
+from bigbigan import tasks
 from bigbigan.errors import ConfigError
 from bigbigan.models import mlp
 from bigbigan.models.networks import ENCODER_KINDS, NETWORK_KINDS
 
-DATASETS = ("mixture", "mnist")
+DATASETS = tuple(tasks.TASKS)
 NETWORKS = ("generator", "encoder", "discriminator")
 POSITIVE_INTEGERS = ("batch_size", "total_steps", "log_every_steps", "eval_every_steps",
                      "checkpoint_every_steps", "keep_checkpoints", "latent_dim")

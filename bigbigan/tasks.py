@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from bigbigan.data import pipeline
 from bigbigan.data.toy import Mixture
 from bigbigan.evaluation.mixture import MixtureEvaluator
-from bigbigan.evaluation.mnist import MnistEvaluator, normalise_pixels
+from bigbigan.evaluation.mnist import MnistEvaluator
 from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
@@ -71,7 +71,7 @@ class MnistTask:
 
   @staticmethod
   def normalise(x: jax.Array) -> jax.Array:
-    return normalise_pixels(x)
+    return pipeline.normalise_pixels(x)
 
   def make_evaluator(self, networks: Networks) -> Evaluator:
     return MnistEvaluator(self._config, networks, self._mesh, self._workdir,

@@ -11,8 +11,9 @@ epochs with the learning rate decayed linearly to 2e-6 over the last 200; simult
 updates with the "inverse" E/G objective.
 
 Expected runtime on a 2-core CPU: about 31 s per epoch of training (15 steps/s) plus about
-90 s per evaluation (1-NN and linear probe on 60,000 x 10,000 examples); 400 epochs: about
-3.5 days. The variant `:smoke` runs 2 epochs with an evaluation after each: 6 minutes.
+90 s per evaluation (1-NN and linear probe on 60,000 x 10,000 examples); 400 epochs with an
+evaluation every 10: about 4.5 hours. The variant `:smoke` runs 2 epochs with an evaluation
+after each: 6 minutes.
 Expected result: the paper reports 97.39% 1-NN test accuracy; this configuration has not
 been run to completion here (issue 3 tracks the reproduction). `:smoke` measured (test
 1-NN, L2): E(x) 86.4% after epoch 1 and 84.8% after epoch 2; E's penultimate layer 94.5%

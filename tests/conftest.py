@@ -8,7 +8,8 @@ os.environ["XLA_FLAGS"] = " ".join(
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.expanduser("~"), ".cache", "bigbigan-jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# TensorFlow (clu's writers) must not grab a GPU or print its start-up chatter.
+# Tests run on the CPU: hide any GPU from JAX and TensorFlow alike, and keep TensorFlow's
+# start-up chatter out of the output.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigbigan.models import mlp
 from bigbigan.models.networks import build_networks
 from conftest import REPO, load_config
 
@@ -56,5 +57,9 @@ def test_output_ranges_and_activations():
   # G's sigmoid output keeps pixels in (0, 1) whatever z is.
   assert images.shape == (16, X)
   assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
-  assert config.generator.activation == "relu"
-  assert config.encoder.activation == config.discriminator.activation == "leaky_relu"
+  # ReLU in G, leaky ReLU with slope 0.2 in E and D, as the networks are built.
+  assert networks.generator.activation == "relu"
+  assert networks.encoder.activation == networks.discriminator.activation == "leaky_relu"
+  t = jnp.array([-2.0, -0.5, 0.0, 3.0])
+  np.testing.assert_allclose(mlp.ACTIVATIONS["leaky_relu"](t), [-0.4, -0.1, 0.0, 3.0])
+  np.testing.assert_allclose(mlp.ACTIVATIONS["relu"](t), [0.0, 0.0, 0.0, 3.0])

@@ -298,3 +298,8 @@ def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
     return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
   return preprocess
+
+
+def normalise_pixels(images):
+  """uint8 [0, 255] -> float32 [0, 1], the range of G's sigmoid output (on the devices)."""
+  return images.astype(np.float32) / 255.0

@@ -6,6 +6,8 @@ up to tolerance, comparable across runs). Features are standardised with the tra
 statistics. Examples are sharded over the mesh's `data` axis; the weights are replicated.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,39 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
   mean = train.mean(axis=0)
   std = np.maximum(train.std(axis=0), 1e-6)  # Constant features stay 0, not NaN.
   return (train - mean) / std, (test - mean) / std
+
+
+def _objective(params, x, y, mask, l2):
+  """Mean cross-entropy over the real (mask=1) rows + l2 / 2 * ||W||^2."""
+  logits = jnp.dot(x, params["weights"], precision=jax.lax.Precision.HIGHEST)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits + params["bias"], y)
+  return jnp.sum(losses * mask) / jnp.sum(mask) + 0.5 * l2 * jnp.sum(params["weights"] ** 2)
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps",))
+def _lbfgs(params, x, y, mask, l2, tolerance, max_steps: int):
+  """L-BFGS until the gradient norm is below `tolerance` or after `max_steps` steps.
+
+  The data are arguments, not constants closed over, so they stay sharded and one
+  compilation serves every call with the same shapes.
+  """
+  objective = functools.partial(_objective, x=x, y=y, mask=mask, l2=l2)
+  solver = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(objective)
+
+  def step(carry):
+    params, state, _ = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = solver.update(grad, state, params, value=value, grad=grad,
+                                   value_fn=objective)
+    return optax.apply_updates(params, updates), state, optax.tree.norm(grad)
+
+  def keep_going(carry):
+    _, state, grad_norm = carry
+    return (optax.tree_utils.tree_get(state, "count") < max_steps) & (grad_norm >= tolerance)
+
+  init = (params, solver.init(params), jnp.array(jnp.inf))
+  return jax.lax.while_loop(keep_going, step, init)[0]
 
 
 def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -38,42 +73,15 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, num_classe
   Returns:
     {"weights": [D, C], "bias": [C]}.
   """
-  n = len(features)
   x = sharding.from_host_array(np.asarray(features, np.float32), mesh)
   y = sharding.from_host_array(np.asarray(labels, np.int32), mesh)
-  # Padding rows (zeros appended by from_host_array) get zero weight in the mean.
-  mask = sharding.from_host_array(np.ones(n, np.float32), mesh)
-
-  def objective(params):
-    logits = jnp.dot(x, params["weights"], precision=jax.lax.Precision.HIGHEST)
-    logits = logits + params["bias"]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(losses * mask) / n + 0.5 * l2 * jnp.sum(params["weights"] ** 2)
-
-  solver = optax.lbfgs()
-  value_and_grad = optax.value_and_grad_from_state(objective)
-
-  @jax.jit
-  def run(params):
-    def step(carry):
-      params, state, _ = carry
-      value, grad = value_and_grad(params, state=state)
-      updates, state = solver.update(grad, state, params, value=value, grad=grad,
-                                     value_fn=objective)
-      return optax.apply_updates(params, updates), state, optax.tree.norm(grad)
-
-    def keep_going(carry):
-      _, state, grad_norm = carry
-      return (optax.tree_utils.tree_get(state, "count") < max_steps) & (
-          grad_norm >= tolerance)
-
-    init = (params, solver.init(params), jnp.array(jnp.inf))
-    return jax.lax.while_loop(keep_going, step, init)[0]
-
+  # from_host_array pads with zero rows; the mask gives them no weight.
+  mask = sharding.from_host_array(np.ones(len(features), np.float32), mesh)
   params = {"weights": jnp.zeros((features.shape[1], num_classes), jnp.float32),
             "bias": jnp.zeros((num_classes,), jnp.float32)}
   params = jax.device_put(params, sharding.replicated(mesh))
-  return jax.device_get(run(params))
+  return jax.device_get(_lbfgs(params, x, y, mask, jnp.float32(l2), jnp.float32(tolerance),
+                               max_steps=max_steps))
 
 
 def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,

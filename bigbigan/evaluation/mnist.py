@@ -6,7 +6,6 @@ import os
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -21,14 +20,15 @@ from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
 GRID_IMAGES = 100
+HEADLINE_SUFFIX = "_z_mean"  # The features whose metrics drop the suffix.
 
 
 class MnistEvaluator:
   """Call with (state, step) for the metrics; on process 0 it also writes an image grid.
 
   Metrics: `knn_1_accuracy` and `linear_accuracy` on E(x) (the encoder's mean, L2), the
-  same with `_cosine` and for the `penultimate` layer, and the raw-pixel reference
-  `knn_1_accuracy_pixels` (computed once).
+  same with `_cosine` and for the `penultimate` layer, and the raw-pixel references
+  `knn_1_accuracy_pixels` and `linear_accuracy_pixels` (computed once).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh,
@@ -54,25 +54,23 @@ class MnistEvaluator:
     """Features of `split`; appends the split's first batch to `first_batch` if given."""
     batches = self._batches(split)
     if first_batch is not None:
-      # Read the whole iterator (a partly read cached tf.data pipeline gets discarded).
       first_batch.append(next(batches))
       batches = itertools.chain(first_batch, batches)
     return compute_features(feature_fn, batches, self._mesh)
 
   def _pixels(self) -> dict[str, float]:
+    """The raw-pixel reference (L2 1-NN and the probe), computed on the first call only."""
     if self._pixel_metrics is None:
       to_pixels = lambda images: {"pixels": self._normalise(images)}
       train = self._split_features(to_pixels, self._config.train_split)
       test = self._split_features(to_pixels, self._config.eval_split)
-      self._pixel_metrics = {
-          k: v for k, v in representation_metrics(train, test, self._mesh, probe=False).items()
-          if not k.startswith("knn_1_accuracy_cosine")}
+      self._pixel_metrics = representation_metrics(
+          train, test, self._mesh, knn_metrics=("l2",), probe=self._config.eval_linear_probe)
     return self._pixel_metrics
 
   def __call__(self, state: TrainState, step: int) -> dict[str, float]:
     metrics = dict(self._pixels())
-    samples = self._fns["generate"](state, self._latents)
-    grids = {"samples G(z)": samples}
+    grids = {"samples G(z)": self._fns["generate"](state, self._latents)}
     if "features" in self._fns:
       features = lambda images: self._fns["features"](state, self._normalise(images))
       train = self._split_features(features, self._config.train_split)
@@ -80,18 +78,20 @@ class MnistEvaluator:
       test = self._split_features(features, self._config.eval_split, first_batch)
       found = representation_metrics(train, test, self._mesh,
                                      probe=self._config.eval_linear_probe)
-      # The headline names are E(x)'s: the representation the paper evaluates.
+      # E(x) (the latent mean) is the representation the paper evaluates: its metrics carry
+      # the headline names, knn_1_accuracy and linear_accuracy.
       for name, value in found.items():
-        metrics[name.replace("_z_mean", "")] = value
+        metrics[name[:-len(HEADLINE_SUFFIX)] if name.endswith(HEADLINE_SUFFIX) else name] = value
       # The first global evaluation batch (each process holds its own rows of it).
       x = self._normalise(sharding.to_global_batch(first_batch[0]["image"], self._mesh))
       _, z_mean = self._fns["encode"](state, x, jax.random.PRNGKey(0))
       grids = {"data x": x, **grids,
                "reconstructions G(E(x))": self._fns["generate"](state, z_mean)}
+    # A collective: every process gathers, process 0 alone draws.
+    side = int(np.sqrt(pipeline.MNIST_PIXELS))
+    images = {name: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+              [:GRID_IMAGES].reshape(-1, side, side) for name, v in grids.items()}
     if jax.process_index() == 0:
-      side = int(np.sqrt(pipeline.MNIST_PIXELS))
-      images = {name: np.asarray(multihost_utils.process_allgather(v, tiled=True))
-                [:GRID_IMAGES].reshape(-1, side, side) for name, v in grids.items()}
       if self._config.pixel_permutation_seed is not None:
         # Show digits, not permuted pixels: undo the fixed permutation for the figure.
         inverse = np.argsort(pipeline.pixel_permutation(self._config.pixel_permutation_seed))
@@ -101,8 +101,3 @@ class MnistEvaluator:
       plots.save_image_grids(os.path.join(self._workdir, f"mnist_{step:07d}.png"), images,
                              title)
     return metrics
-
-
-def normalise_pixels(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [0, 1], the range of G's sigmoid output."""
-  return images.astype(jnp.float32) / 255.0

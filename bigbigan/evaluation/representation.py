@@ -18,7 +18,8 @@ from bigbigan import sharding
 from bigbigan.evaluation.knn import nearest_neighbor_accuracy
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
 
-def _gather(array: jax.Array) -> np.ndarray:
+def _gather(array) -> np.ndarray:
+  """Every process's rows, in process order (a collective: all processes must call it)."""
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
@@ -33,33 +34,45 @@ def compute_features(feature_fn: Callable[[jax.Array], dict[str, jax.Array]],
     mesh: the device mesh.
   """
   features: dict[str, list[np.ndarray]] = {}
-  labels = []
+  masks, labels = [], []
   for batch in batches:
-    mask = _gather(sharding.to_global_batch(batch["mask"], mesh))
-    labels.append(_gather(sharding.to_global_batch(batch["label"], mesh))[mask])
+    masks.append(batch["mask"])
+    labels.append(batch["label"])
     outputs = feature_fn(sharding.to_global_batch(batch["image"], mesh))
     for name, value in outputs.items():
-      features.setdefault(name, []).append(_gather(value)[mask])
-  return {name: np.concatenate(parts) for name, parts in features.items()}, np.concatenate(
-      labels)
+      features.setdefault(name, []).append(_gather(value))
+  mask, label = _gather_batches(np.stack(masks)), _gather_batches(np.stack(labels))
+  return ({name: np.concatenate(parts)[mask] for name, parts in features.items()},
+          label[mask])
+
+
+def _gather_batches(local: np.ndarray) -> np.ndarray:
+  """[batches, local rows] host arrays of every process -> global rows, batch by batch.
+
+  One collective for all batches. A global batch's rows are its processes' rows in process
+  order (the device order of the mesh), which is how `_gather` concatenates device outputs.
+  """
+  every = np.asarray(multihost_utils.process_allgather(local))  # [processes, batches, rows]
+  return every.transpose(1, 0, 2).reshape(-1)
 
 
 def representation_metrics(train: tuple[dict[str, np.ndarray], np.ndarray],
                            test: tuple[dict[str, np.ndarray], np.ndarray], mesh: Mesh,
+                           knn_metrics: tuple[str, ...] = ("l2", "cosine"),
                            probe: bool = True) -> dict[str, float]:
-  """1-NN (L2 and cosine) and, optionally, linear-probe accuracy for every feature.
+  """1-NN accuracy per distance in `knn_metrics`, and optionally the linear probe's, for
+  every feature.
 
   Metric names: `knn_1_accuracy[_cosine]_<feature>` and `linear_accuracy_<feature>`.
   """
   (train_features, train_labels), (test_features, test_labels) = train, test
   metrics = {}
   for name, features in train_features.items():
-    for metric in ("l2", "cosine"):
-      suffix = "" if metric == "l2" else "_cosine"
+    for metric in knn_metrics:
+      suffix = "" if metric == "l2" else f"_{metric}"
       metrics[f"knn_1_accuracy{suffix}_{name}"] = nearest_neighbor_accuracy(
           features, train_labels, test_features[name], test_labels, mesh, metric)
     if probe:
       metrics[f"linear_accuracy_{name}"] = linear_probe_accuracy(
           features, train_labels, test_features[name], test_labels, mesh)
   return metrics
-
