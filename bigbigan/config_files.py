@@ -31,3 +31,16 @@ def epochs_to_steps(epochs: float, num_examples: int, batch_size: int) -> int:
   epoch is num_examples / batch_size steps, not a whole number in general.
   """
   return int(round(epochs * num_examples / batch_size))
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: dict[str, object]) -> ml_collections.ConfigDict:
+  """Sets {"field.subfield": value, ...} in `config` (as --config.field.subfield=value does)
+  and returns it."""
+  for field, value in overrides.items():
+    node = config
+    *parents, leaf = field.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

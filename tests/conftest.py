@@ -18,7 +18,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
 
 import mnist_mock  # pylint: disable=wrong-import-position
-from bigbigan.config_files import load_config  # pylint: disable=wrong-import-position
+from bigbigan.config_files import apply_overrides, load_config  # pylint: disable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The compilation cache reads its settings from the environment when jax loads; fail loudly
@@ -40,16 +40,6 @@ TINY_OVERRIDES = {
     "encoder.hidden_sizes": (16, 16),
     "discriminator.hidden_sizes": (16, 16),
 }
-
-
-def apply_overrides(config, overrides):
-  for field, value in overrides.items():
-    node = config
-    *parents, leaf = field.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
 
 
 @pytest.fixture

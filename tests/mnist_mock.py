@@ -7,13 +7,22 @@ distinct random image per example: an example is identified by its image. The fi
 `metadata_dir` and `mock_mnist` (tests/conftest.py) put it in place.
 """
 
+import pathlib
 import re
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bigbigan.config_files import apply_overrides, load_config
 from bigbigan.data import pipeline
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# configs/mnist_bigan.py shrunk to seconds; batches divide over 8 devices.
+TINY_MNIST = {"batch_size": 8, "total_steps": 2, "log_every_steps": 1, "eval_every_steps": 2,
+              "checkpoint_every_steps": 2, "eval_batch_size": 8,
+              "generator.hidden_sizes": (16, 16), "encoder.hidden_sizes": (16, 16),
+              "discriminator.hidden_sizes": (16, 16)}
 
 SPLIT_SIZES = {"train": 20, "test": 11}
 # Example ids of the two splits do not overlap, so a test split can never pass for a train one.
@@ -65,3 +74,29 @@ def write_metadata(data_dir: str) -> None:
       for name, size in SPLIT_SIZES.items()]))
   builder.data_path.mkdir(parents=True)
   builder.info.write_to_directory(builder.data_path)
+
+
+def tiny_mnist_config(**overrides):
+  """configs/mnist_bigan.py with TINY_MNIST and `overrides` ({"field.sub": value})."""
+  config = load_config(f"{REPO}/configs/mnist_bigan.py")
+  return apply_overrides(config, {**TINY_MNIST, **overrides})
+
+
+def _train_in_subprocess(argv: list[str]) -> None:
+  """`python tests/mnist_mock.py METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT`.
+
+  Trains the tiny MNIST config on this mock inside one process of a jax.distributed job,
+  for the multi-process test: TFDS's mock only patches the process that enters it.
+  """
+  metadata_dir, workdir, process_id, num_processes, port = argv
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.distributed.initialize(f"localhost:{port}", int(num_processes), int(process_id))
+  from bigbigan import train  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(data_dir=metadata_dir, as_dataset_fn=mock_as_dataset):
+    # No probe: its L-BFGS over gloo collectives takes minutes on a 2-core machine.
+    train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  _train_in_subprocess(sys.argv[1:])

@@ -1,6 +1,10 @@
 """BiGAN on (mock) MNIST end to end: the pipeline, the trainer and the representation metrics."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -8,18 +12,8 @@ import pytest
 
 from bigbigan import train
 from bigbigan.errors import DatasetError
-from conftest import REPO, apply_overrides, load_config
-from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label
-
-TINY = {"batch_size": 8, "total_steps": 2, "log_every_steps": 1, "eval_every_steps": 2,
-        "checkpoint_every_steps": 2, "eval_batch_size": 8,
-        "generator.hidden_sizes": (16, 16), "encoder.hidden_sizes": (16, 16),
-        "discriminator.hidden_sizes": (16, 16)}
-
-
-def _config(**overrides):
-  return apply_overrides(load_config(f"{REPO}/configs/mnist_bigan.py"), {**TINY, **overrides})
-
+from conftest import REPO
+from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label, tiny_mnist_config
 
 def _pixel_1nn_reference() -> float:
   """1-NN accuracy of test on train in raw pixels, float64 NumPy."""
@@ -32,6 +26,12 @@ def _pixel_1nn_reference() -> float:
   return float(np.mean(train_y[np.argmin(distances, axis=1)] == test_y))
 
 
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
 def _final_metrics(workdir) -> dict:
   with open(workdir / "metrics.jsonl") as f:
     return [json.loads(line) for line in f][-1]
@@ -41,7 +41,7 @@ def _final_metrics(workdir) -> dict:
 def test_trains_and_reports_representation_metrics(mock_mnist, tmp_path, permutation_seed):
   # The probe's L-BFGS takes seconds per feature on 8 simulated devices: run it once.
   probe = permutation_seed is None
-  config = _config(pixel_permutation_seed=permutation_seed, eval_linear_probe=probe)
+  config = tiny_mnist_config(pixel_permutation_seed=permutation_seed, eval_linear_probe=probe)
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 2
   metrics = _final_metrics(tmp_path)
@@ -66,9 +66,43 @@ def test_missing_dataset_gives_the_clear_error(tmp_path):
   empty = tmp_path / "empty_tfds"
   empty.mkdir()
   with pytest.raises(DatasetError) as error:
-    train.train_and_evaluate(_config(data_dir=str(empty)), str(tmp_path / "run"))
+    train.train_and_evaluate(tiny_mnist_config(data_dir=str(empty)), str(tmp_path / "run"))
   message = str(error.value)
   assert "'mnist' is not prepared in" in message and str(empty) in message
   assert "tfds build mnist" in message and "\n" not in message
   assert not (tmp_path / "run" / "checkpoints").exists() or not any(
       (tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
+  """Pipeline, training and evaluation (collectives, masks, gathers) across 2 processes.
+
+  Each process reads its own half of the training split, so the training batches differ
+  from a 1-process run's; the evaluation covers each example once all the same, so the
+  raw-pixel 1-NN must equal the float64 reference exactly.
+  """
+  port = _free_port()
+  script = str(REPO / "tests" / "mnist_mock.py")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+  processes = []
+  try:
+    for i in range(2):
+      log = open(tmp_path / f"process_{i}.log", "w")  # Files: a full pipe would block.
+      processes.append((subprocess.Popen(
+          [sys.executable, script, str(metadata_dir), str(tmp_path / "run"), str(i), "2",
+           str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
+          tmp_path / f"process_{i}.log"))
+    for process, log in processes:
+      assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+  finally:
+    for process, _ in processes:
+      if process.poll() is None:
+        process.kill()
+
+  metrics = _final_metrics(tmp_path / "run")
+  assert metrics["step"] == 2
+  assert metrics["knn_1_accuracy_pixels"] == pytest.approx(_pixel_1nn_reference(), abs=1e-9)
+  for name in ("knn_1_accuracy", "knn_1_accuracy_penultimate", "d_loss", "eg_loss"):
+    assert np.isfinite(metrics[name]), name
+  assert (tmp_path / "run" / "mnist_0000002.png").exists()
