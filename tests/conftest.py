@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import socket
+import subprocess
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
@@ -72,3 +74,31 @@ def mock_mnist(metadata_dir):
   with tfds.testing.mock_data(data_dir=str(metadata_dir),
                               as_dataset_fn=mnist_mock.mock_as_dataset):
     yield str(metadata_dir)
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on now (for jax.distributed)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(commands, log_dir, timeout=600) -> None:
+  """Runs [(name, argv, env), ...] concurrently; asserts each exits 0 (showing its log).
+
+  Output goes to files, not pipes (a full pipe would block a chatty child), and every child
+  still running when one fails is killed.
+  """
+  processes = []
+  try:
+    for name, argv, env in commands:
+      log = pathlib.Path(log_dir) / f"{name}.log"
+      with open(log, "w") as f:
+        processes.append((subprocess.Popen(argv, cwd=REPO, env=env, stdout=f,
+                                           stderr=subprocess.STDOUT), log))
+    for process, log in processes:
+      assert process.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+  finally:
+    for process, _ in processes:
+      if process.poll() is None:
+        process.kill()

@@ -2,8 +2,6 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -12,7 +10,7 @@ import pytest
 
 from bigbigan import train
 from bigbigan.errors import DatasetError
-from conftest import REPO
+from conftest import REPO, free_port, run_processes
 from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label, tiny_mnist_config
 
 def _pixel_1nn_reference() -> float:
@@ -24,12 +22,6 @@ def _pixel_1nn_reference() -> float:
   (train_x, train_y), (test_x, test_y) = split("train"), split("test")
   distances = np.sum((test_x[:, None] - train_x[None]) ** 2, axis=-1)
   return float(np.mean(train_y[np.argmin(distances, axis=1)] == test_y))
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def _final_metrics(workdir) -> dict:
@@ -81,24 +73,13 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   from a 1-process run's; the evaluation covers each example once all the same, so the
   raw-pixel 1-NN must equal the float64 reference exactly.
   """
-  port = _free_port()
+  port = free_port()
   script = str(REPO / "tests" / "mnist_mock.py")
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-  processes = []
-  try:
-    for i in range(2):
-      log = open(tmp_path / f"process_{i}.log", "w")  # Files: a full pipe would block.
-      processes.append((subprocess.Popen(
-          [sys.executable, script, str(metadata_dir), str(tmp_path / "run"), str(i), "2",
-           str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
-          tmp_path / f"process_{i}.log"))
-    for process, log in processes:
-      assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
-  finally:
-    for process, _ in processes:
-      if process.poll() is None:
-        process.kill()
+  run_processes([(f"process_{i}", [sys.executable, script, str(metadata_dir),
+                                   str(tmp_path / "run"), str(i), "2", str(port)], env)
+                 for i in range(2)], tmp_path)
 
   metrics = _final_metrics(tmp_path / "run")
   assert metrics["step"] == 2

@@ -5,7 +5,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from bigbigan import train
 from bigbigan.data.toy import Mixture
 from bigbigan.errors import CheckpointError, ConfigError, NonFiniteLossError
-from conftest import REPO, cli_overrides
+from conftest import REPO, cli_overrides, free_port, run_processes
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -204,37 +203,21 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert "Preempted" in stderr
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process(tmp_path):
   """jax.distributed over 2 local processes x 2 devices trains as 1 process x 4 devices."""
   flags = cli_overrides({"total_steps": 4})
-  port = _free_port()
-  processes = []
+  port = free_port()
 
-  def launch(name, devices, *extra):
-    command = [sys.executable, "-m", "bigbigan.main", "--config=configs/mixture.py",
-               f"--workdir={tmp_path / name.split('_')[0]}", *flags, *extra]
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    log = open(tmp_path / f"{name}.log", "w")  # Files, not pipes: a full pipe would block.
-    processes.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT), tmp_path / f"{name}.log"))
+  def command(name, devices, *extra):
+    argv = [sys.executable, "-m", "bigbigan.main", "--config=configs/mixture.py",
+            f"--workdir={tmp_path / name.split('_')[0]}", *flags, *extra]
+    return name, argv, {**os.environ,
+                        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
-  try:
-    for i in range(2):
-      launch(f"multi_{i}", 2, "--distributed", f"--coordinator_address=localhost:{port}",
-             "--num_processes=2", f"--process_id={i}")
-    launch("single", 4)
-    for process, log in processes:
-      assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
-  finally:
-    for process, _ in processes:
-      if process.poll() is None:
-        process.kill()
+  run_processes([
+      *(command(f"multi_{i}", 2, "--distributed", f"--coordinator_address=localhost:{port}",
+                "--num_processes=2", f"--process_id={i}") for i in range(2)),
+      command("single", 4)], tmp_path)
 
   multi, one = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
   assert [r["step"] for r in multi] == [r["step"] for r in one] == [2, 4]
