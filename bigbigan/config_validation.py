@@ -104,6 +104,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
       raise ConfigError(f"config.pixel_permutation_seed={seed!r}: must be None (no "
                         "permutation) or an integer >= 0")
 
+  _choice(config, "objective", steps.OBJECTIVES)
+  if config.objective == "autoencoder":
+    _choice(config, "reconstruction_loss", losses.RECONSTRUCTION_LOSSES)
+    if config.encoder.kind == "none":
+      raise ConfigError("config.objective='autoencoder' needs an encoder: set "
+                        "config.encoder.kind to 'deterministic' or 'stochastic'")
   _choice(config, "network", NETWORK_KINDS)
   _choice(config, "encoder.kind", ENCODER_KINDS)
   _choice(config, "loss", losses.LOSS_KINDS)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from bigbigan.errors import ConfigError
 
 LOSS_KINDS = ("bigan", "minimax", "hinge")
+RECONSTRUCTION_LOSSES = ("l2", "l1")
 
 
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str) -> jax.Array:
@@ -54,3 +55,13 @@ def r1_penalty(discriminator: Callable[..., jax.Array], real_inputs: Sequence[ja
                    argnums=tuple(range(len(real_inputs))))(*real_inputs)
   per_example = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in grads)
   return jnp.mean(per_example)
+
+
+def reconstruction_loss(x: jax.Array, x_hat: jax.Array, kind: str) -> jax.Array:
+  """Mean over examples of the squared L2 ("l2") or the L1 ("l1") reconstruction error."""
+  difference = (x - x_hat).reshape(x.shape[0], -1)
+  if kind == "l2":
+    return jnp.mean(jnp.sum(difference**2, axis=1))
+  if kind == "l1":
+    return jnp.mean(jnp.sum(jnp.abs(difference), axis=1))
+  raise ConfigError(f"config.reconstruction_loss={kind!r}: allowed {RECONSTRUCTION_LOSSES}")

@@ -23,6 +23,7 @@ from bigbigan.state import NetworkState, TrainState
 
 PRIORS = ("normal", "uniform")
 UPDATE_MODES = ("simultaneous", "alternating")
+OBJECTIVES = ("adversarial", "autoencoder")
 
 
 def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
@@ -73,6 +74,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
   `normalise` maps the batch as shipped (e.g. uint8 pixels) to the networks' input range,
   on the devices.
   """
+  if config.objective == "autoencoder":
+    return _make_autoencoder_step(config, networks, optimizers, mesh, normalise)
   if config.update_mode not in UPDATE_MODES:
     raise ConfigError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
   has_encoder = networks.encoder is not None
@@ -159,6 +162,41 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
 
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, batch_sharding),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks,
+                           optimizers: dict[str, optax.GradientTransformation], mesh: Mesh,
+                           normalise: Callable[[jax.Array], jax.Array]):
+  """The autoencoder baseline of BiGAN's Table 1: E and G trained on ||x - G(E(x))||_p.
+
+  The same networks as the adversarial run; D is carried in the state but never updated.
+  """
+  def train_step(state: TrainState, x: jax.Array) -> tuple[TrainState, dict]:
+    x = normalise(x)
+    encoder_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(eg_params):
+      (z, _), e_stats = _apply(networks.encoder, state.encoder, eg_params["encoder"], x,
+                               train=True, rngs={"latent": encoder_rng})
+      x_hat, g_stats = _apply(networks.generator, state.generator, eg_params["generator"], z,
+                              train=True)
+      loss = losses.reconstruction_loss(x, x_hat, config.reconstruction_loss)
+      metrics = {"reconstruction_loss": loss, "encoder_std": jnp.mean(jnp.std(z, axis=0))}
+      return loss, ({"generator": g_stats, "encoder": e_stats}, metrics)
+
+    eg_params = {"generator": state.generator.params, "encoder": state.encoder.params}
+    grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(eg_params)
+    metrics["eg_grad_norm"] = optax.tree.norm(grads)
+    return state.replace(
+        step=state.step + 1,
+        generator=_update(state.generator, grads["generator"], optimizers["generator"],
+                          stats["generator"]),
+        encoder=_update(state.encoder, grads["encoder"], optimizers["encoder"],
+                        stats["encoder"])), metrics
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 

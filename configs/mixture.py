@@ -52,6 +52,9 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
       hidden_sizes=(128, 128, 128), activation="leaky_relu", batch_norm=False,
       r1_weight=0.0))
 
+  # "adversarial" (BiGAN/ALI/GAN) or "autoencoder" (E and G on reconstruction alone).
+  config.objective = "adversarial"
+  config.reconstruction_loss = "l2"  # With objective="autoencoder": "l2" or "l1".
   config.loss = "bigan"
   # Alternating updates gave sharper modes than simultaneous ones here (37% vs 23% of
   # samples within 3 std after 10k steps, seed 0).

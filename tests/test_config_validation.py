@@ -25,6 +25,9 @@ from conftest import REPO
     (dict(encoder__hidden_sizes=(16, 0)), "config.encoder.hidden_sizes=(16, 0): must be"),
     (dict(latent_prior="cauchy"), "config.latent_prior='cauchy' is unknown: allowed"),
     (dict(generator__activation="gelu"), "config.generator.activation='gelu' is unknown"),
+    (dict(objective="vae"), "config.objective='vae' is unknown: allowed"),
+    (dict(objective="autoencoder", reconstruction_loss="l3"),
+     "config.reconstruction_loss='l3' is unknown: allowed ('l2', 'l1')"),
     (dict(dataset="imagenet"), "config.dataset='imagenet' is unknown: allowed ('mixture', 'mnist')"),
 ])
 def test_bad_values_are_refused(tiny_config, overrides, message):

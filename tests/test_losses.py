@@ -73,3 +73,11 @@ def test_r1_penalty_matches_finite_differences():
                     for e in jnp.eye(2)], axis=1)
   expected = np.mean(np.sum(grads**2, axis=1))
   np.testing.assert_allclose(losses.r1_penalty(discriminator, (x,)), expected, rtol=1e-3)
+
+
+def test_reconstruction_losses_match_hand_values():
+  x = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+  x_hat = jnp.array([[0.0, 4.0], [1.0, 0.0]])
+  # Per example: l2 = 1 + 4 = 5 and 1; l1 = 1 + 2 = 3 and 1.
+  np.testing.assert_allclose(losses.reconstruction_loss(x, x_hat, "l2"), 3.0)
+  np.testing.assert_allclose(losses.reconstruction_loss(x, x_hat, "l1"), 2.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bigbigan import train
-from bigbigan.errors import DatasetError
+from bigbigan.errors import ConfigError, DatasetError
 from conftest import REPO, free_port, run_processes
 from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label, tiny_mnist_config
 
@@ -87,3 +87,30 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   for name in ("knn_1_accuracy", "knn_1_accuracy_penultimate", "d_loss", "eg_loss"):
     assert np.isfinite(metrics[name]), name
   assert (tmp_path / "run" / "mnist_0000002.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_autoencoder_baseline_trains_e_and_g_only(mock_mnist, tmp_path, kind):
+  config = tiny_mnist_config(objective="autoencoder", reconstruction_loss=kind, total_steps=6,
+                             eval_every_steps=6, checkpoint_every_steps=6,
+                             eval_linear_probe=False,
+                             **{"optimizer.generator_learning_rate": 1e-2})
+  initial = jax.device_get(train.train_and_evaluate(
+      tiny_mnist_config(objective="autoencoder", total_steps=1, eval_every_steps=1,
+                        checkpoint_every_steps=1, eval_linear_probe=False),
+      str(tmp_path / "one_step")))
+  state = jax.device_get(train.train_and_evaluate(config, str(tmp_path / "run")))
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    losses = [json.loads(line)["reconstruction_loss"] for line in f]
+  assert len(losses) == 6 and losses[-1] < losses[0]  # It learns to reconstruct...
+  # ...while D, carried in the state with the same initialisation, is never updated.
+  jax.tree.map(np.testing.assert_array_equal, state.discriminator.params,
+               initial.discriminator.params)
+  assert "knn_1_accuracy" in _final_metrics(tmp_path / "run")
+
+
+def test_autoencoder_needs_an_encoder(tmp_path):
+  config = tiny_mnist_config(objective="autoencoder", **{"encoder.kind": "none"})
+  with pytest.raises(ConfigError, match="needs an encoder"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # Refused before anything was written.
