@@ -35,11 +35,17 @@ def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Arra
   raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
 
 
-def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=None):
-  """Applies `module` with `params` and the network's BN statistics; returns (out, new stats)."""
+def _variables(network: NetworkState, params) -> dict:
+  """Flax variables: `params` plus the network's BatchNorm statistics, if it has any."""
   variables = {"params": params}
   if network.batch_stats:
     variables["batch_stats"] = network.batch_stats
+  return variables
+
+
+def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=None):
+  """Applies `module` with `params` and the network's BN statistics; returns (out, new stats)."""
+  variables = _variables(network, params)
   if not train:
     return module.apply(variables, *inputs, train=False, rngs=rngs), network.batch_stats
   out, mutated = module.apply(variables, *inputs, train=True, rngs=rngs,
@@ -222,9 +228,7 @@ def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[...
                             out_shardings=batch)
 
     def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
-      variables = {"params": state.encoder.params}
-      if state.encoder.batch_stats:
-        variables["batch_stats"] = state.encoder.batch_stats
+      variables = _variables(state.encoder, state.encoder.params)
       # The encoder's mean needs no noise: a fixed key keeps this a pure function of x.
       (_, z_mean), sown = networks.encoder.apply(
           variables, x, train=False, rngs={"latent": jax.random.PRNGKey(0)},

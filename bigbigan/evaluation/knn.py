@@ -69,11 +69,15 @@ def nearest_neighbor_predictions(train_features: np.ndarray, train_labels: np.nd
   labels_on_devices = sharding.from_host_array(np.asarray(train_labels, np.int32), mesh)
   replicated = sharding.replicated(mesh)
   predictions = []
-  for start in range(0, len(test), chunk_size):
-    chunk = jax.device_put(test[start:start + chunk_size], replicated)
+  # Every chunk has chunk_size rows (the last one zero-padded), so one compilation serves all.
+  chunk_size = min(chunk_size, len(test))
+  padded = np.concatenate([test, np.zeros((-len(test) % chunk_size, test.shape[1]),
+                                          np.float32)])
+  for start in range(0, len(padded), chunk_size):
+    chunk = jax.device_put(padded[start:start + chunk_size], replicated)
     predictions.append(np.asarray(_nearest_labels(
         train_on_devices, norms_on_devices, labels_on_devices, chunk, replicated)))
-  return np.concatenate(predictions)
+  return np.concatenate(predictions)[:len(test)]
 
 
 def nearest_neighbor_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
