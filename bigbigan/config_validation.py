@@ -32,6 +32,7 @@ RANGES = {
     "optimizer.lr_decay_final_scale": (0.0, float("inf"), False, ">= 0"),
     "optimizer.weight_decay": (0.0, float("inf"), False, ">= 0"),
     "discriminator.r1_weight": (0.0, float("inf"), False, ">= 0 (0 disables the R1 penalty)"),
+    "joint_latent_regressor_weight": (0.0, float("inf"), False, ">= 0"),
 }
 
 
@@ -107,9 +108,18 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   _choice(config, "objective", steps.OBJECTIVES)
   if config.objective == "autoencoder":
     _choice(config, "reconstruction_loss", losses.RECONSTRUCTION_LOSSES)
-    if config.encoder.kind == "none":
-      raise ConfigError("config.objective='autoencoder' needs an encoder: set "
-                        "config.encoder.kind to 'deterministic' or 'stochastic'")
+  if config.objective != "adversarial" and config.encoder.kind == "none":
+    raise ConfigError(f"config.objective={config.objective!r} needs an encoder: set "
+                      "config.encoder.kind to 'deterministic' or 'stochastic'")
+  conditional = config.conditional
+  if not isinstance(conditional, bool):
+    raise ConfigError(f"config.conditional={conditional!r}: must be True or False")
+  if conditional and config.dataset != "mnist":
+    raise ConfigError(f"config.conditional=True needs a labelled dataset: allowed with "
+                      f"dataset 'mnist', not {config.dataset!r}")
+  if conditional and config.objective == "autoencoder":
+    raise ConfigError("config.conditional=True is for the adversarial objectives: set "
+                      "config.objective to 'adversarial' or a latent regressor")
   _choice(config, "network", NETWORK_KINDS)
   _choice(config, "encoder.kind", ENCODER_KINDS)
   _choice(config, "loss", losses.LOSS_KINDS)
@@ -117,4 +127,5 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   _choice(config, "latent_prior", steps.PRIORS)
   for network in NETWORKS:
     _choice(config, f"{network}.activation", mlp.ACTIVATIONS)
-  _choice(config, "generator.output_activation", mlp.OUTPUT_ACTIVATIONS)
+  for network in ("generator", "encoder"):
+    _choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import xlogy
 
 from bigbigan.errors import ConfigError
 
@@ -55,6 +56,25 @@ def r1_penalty(discriminator: Callable[..., jax.Array], real_inputs: Sequence[ja
                    argnums=tuple(range(len(real_inputs))))(*real_inputs)
   per_example = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in grads)
   return jnp.mean(per_example)
+
+
+def latent_regression_loss(predicted: jax.Array, z: jax.Array, prior: str) -> jax.Array:
+  """The latent regressor's loss of predicting z from G(z), averaged over examples and dims.
+
+  For a uniform prior on (-1, 1), the BiGAN paper's sigmoid cross entropy: `predicted` are
+  logits and the targets (z + 1) / 2 lie in (0, 1). For a normal prior, the squared error.
+  Averaging over the latent dimensions (the official code's `--encode_normalize`) keeps the
+  loss's scale, and so JLR's weight on it, independent of the latent size.
+  """
+  if prior == "uniform":
+    targets = (z + 1.0) / 2.0
+    # Cross entropy of sigmoid(p) against t: softplus(p) - t * p, minus the entropy of t so
+    # that a perfect prediction scores 0 (the gradient is unchanged).
+    entropy = -(xlogy(targets, targets) + xlogy(1.0 - targets, 1.0 - targets))
+    per_dim = jax.nn.softplus(predicted) - targets * predicted - entropy
+  else:
+    per_dim = (predicted - z) ** 2
+  return jnp.mean(per_dim)
 
 
 def reconstruction_loss(x: jax.Array, x_hat: jax.Array, kind: str) -> jax.Array:

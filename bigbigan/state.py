@@ -40,19 +40,25 @@ def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
 
 
 def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
-                     rng: jax.Array, data_dim: int, latent_dim: int) -> TrainState:
-  """Initialises every network from `rng` (a pure function: jit it with output shardings)."""
+                     rng: jax.Array, data_dim: int, latent_dim: int, joint: bool = True,
+                     num_classes: int = 0) -> TrainState:
+  """Initialises every network from `rng` (a pure function: jit it with output shardings).
+
+  `joint`: D sees (x, z) pairs if the model has an encoder (BiGAN/ALI), else x alone.
+  `num_classes` > 0: a conditional model, whose G and D also take the one-hot label.
+  """
   g_rng, e_rng, d_rng, step_rng = jax.random.split(rng, 4)
   x = jnp.zeros((1, data_dim), jnp.float32)
-  z = jnp.zeros((1, latent_dim), jnp.float32)
   encoder = None
   if networks.encoder is not None:
     encoder = _init_network(networks.encoder, optimizers["encoder"], e_rng, x)
-  d_inputs = (x,) if networks.encoder is None else (x, z)
+  side_dim = latent_dim * (joint and networks.encoder is not None) + num_classes
+  d_inputs = (x,) if not side_dim else (x, jnp.zeros((1, side_dim), jnp.float32))
+  g_input = jnp.zeros((1, latent_dim + num_classes), jnp.float32)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=step_rng,
-      generator=_init_network(networks.generator, optimizers["generator"], g_rng, z),
+      generator=_init_network(networks.generator, optimizers["generator"], g_rng, g_input),
       encoder=encoder,
       discriminator=_init_network(networks.discriminator, optimizers["discriminator"], d_rng,
                                   *d_inputs),

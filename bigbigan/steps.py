@@ -7,7 +7,7 @@ inputs: the same on any number of devices, and the same after a resume.
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,8 @@ from bigbigan.state import NetworkState, TrainState
 
 PRIORS = ("normal", "uniform")
 UPDATE_MODES = ("simultaneous", "alternating")
-OBJECTIVES = ("adversarial", "autoencoder")
+LATENT_REGRESSOR_OBJECTIVES = ("latent_regressor", "joint_latent_regressor")
+OBJECTIVES = ("adversarial", "autoencoder") + LATENT_REGRESSOR_OBJECTIVES
 
 
 def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
@@ -53,6 +54,25 @@ def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=Non
   return out, mutated.get("batch_stats", network.batch_stats)
 
 
+def joint_discriminator(config: ml_collections.ConfigDict, networks: Networks) -> bool:
+  """Whether D judges (x, z) pairs (BiGAN/ALI) rather than x alone (GAN, latent regressors)."""
+  return networks.encoder is not None and config.objective == "adversarial"
+
+
+def _concat(z: Optional[jax.Array], onehot: Optional[jax.Array]) -> Optional[jax.Array]:
+  """[z, onehot] along features, either part possibly absent (None if both are)."""
+  parts = [part for part in (z, onehot) if part is not None]
+  return jnp.concatenate(parts, axis=-1) if parts else None
+
+
+def _split_batch(batch, num_classes: int) -> tuple[jax.Array, Optional[jax.Array]]:
+  """x, and the one-hot labels of a conditional model's (x, labels) batch (else None)."""
+  if not num_classes:
+    return batch, None
+  x, labels = batch
+  return x, jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+
 def _pairs(a: jax.Array, b: jax.Array) -> jax.Array:
   """Interleaves two batches row by row: [a0, b0, a1, b1, ...].
 
@@ -71,35 +91,55 @@ def _update(network: NetworkState, grads, tx: optax.GradientTransformation,
 
 def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
                     optimizers: dict[str, optax.GradientTransformation], mesh: Mesh,
-                    normalise: Callable[[jax.Array], jax.Array] = lambda x: x
-                    ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
-  """Builds the jitted BiGAN/ALI/GAN update for `config.update_mode`.
+                    normalise: Callable[[jax.Array], jax.Array] = lambda x: x,
+                    num_classes: int = 0
+                    ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+  """Builds the jitted BiGAN/ALI/GAN (or latent regressor) update for the config.
 
   "simultaneous" (BiGAN appendix B): D and E/G gradients are taken at the same parameters,
   from one shared forward pass. "alternating": D is updated first and E/G then see the new D.
   `normalise` maps the batch as shipped (e.g. uint8 pixels) to the networks' input range,
-  on the devices.
+  on the devices. A conditional config (`num_classes` > 0) takes (x, labels) batches.
+
+  Objectives: "adversarial" (D judges (x, z) pairs, or x alone without an encoder);
+  "latent_regressor" (a GAN, and E regresses z from G(z) with no gradient into G) and
+  "joint_latent_regressor" (the regression loss also trains G, with weight
+  `config.joint_latent_regressor_weight`), the BiGAN paper's LR and JLR baselines;
+  "autoencoder".
   """
   if config.objective == "autoencoder":
     return _make_autoencoder_step(config, networks, optimizers, mesh, normalise)
   if config.update_mode not in UPDATE_MODES:
     raise ConfigError(f"config.update_mode={config.update_mode!r}: allowed {UPDATE_MODES}")
   has_encoder = networks.encoder is not None
+  joint = joint_discriminator(config, networks)
+  regress = config.objective in LATENT_REGRESSOR_OBJECTIVES
+  generator_weight = (config.joint_latent_regressor_weight
+                      if config.objective == "joint_latent_regressor" else 0.0)
   r1_weight = config.discriminator.r1_weight
   batch_sharding = sharding.batch_sharded(mesh)
 
-  def forward(d_params, eg_params, state: TrainState, x, z, encoder_rng):
+  def forward(d_params, eg_params, state: TrainState, x, z, onehot, encoder_rng):
     """Returns (d_loss, eg_loss), (new batch stats per network, metrics)."""
-    fake_x, g_stats = _apply(networks.generator, state.generator, eg_params["generator"], z,
-                             train=True)
+    fake_x, g_stats = _apply(networks.generator, state.generator, eg_params["generator"],
+                             _concat(z, onehot), train=True)
     stats = {"generator": g_stats}
     if has_encoder:
+      # BiGAN's E encodes real data; a latent regressor encodes G's samples.
+      e_input = x
+      if regress:
+        # Forward G(z) as is; backward, G gets `generator_weight` times the regression
+        # loss's gradient: 0 for LR, the official code's 0.25 for JLR by default.
+        e_input = (generator_weight * fake_x +
+                   (1.0 - generator_weight) * jax.lax.stop_gradient(fake_x))
       (encoded_z, _), stats["encoder"] = _apply(
-          networks.encoder, state.encoder, eg_params["encoder"], x, train=True,
+          networks.encoder, state.encoder, eg_params["encoder"], e_input, train=True,
           rngs={"latent": encoder_rng})
-      d_inputs = (_pairs(x, fake_x), _pairs(encoded_z, z))
-    else:
-      d_inputs = (_pairs(x, fake_x),)
+    real_side = _concat(encoded_z if joint else None, onehot)
+    fake_side = _concat(z if joint else None, onehot)
+    d_inputs = (_pairs(x, fake_x),)
+    if real_side is not None:
+      d_inputs += (_pairs(real_side, fake_side),)
     logits, stats["discriminator"] = _apply(networks.discriminator, state.discriminator,
                                             d_params, *d_inputs, train=True)
     logits = logits.reshape(-1, 2)
@@ -108,8 +148,12 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     eg_loss = losses.generator_encoder_loss(real_logits, fake_logits, config.loss)
     metrics = {"d_loss": d_loss, "eg_loss": eg_loss,
                "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+    if regress:
+      regression = losses.latent_regression_loss(encoded_z, z, config.latent_prior)
+      metrics["latent_regression_loss"] = regression
+      eg_loss = eg_loss + regression
     if r1_weight:
-      real_inputs = (x,) if not has_encoder else (x, jax.lax.stop_gradient(encoded_z))
+      real_inputs = (x,) if real_side is None else (x, jax.lax.stop_gradient(real_side))
       penalty = losses.r1_penalty(
           lambda *inputs: _apply(networks.discriminator, state.discriminator, d_params,
                                  *inputs, train=True)[0], real_inputs)
@@ -120,7 +164,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
       metrics["encoder_std"] = jnp.mean(jnp.std(encoded_z, axis=0))
     return (d_loss, eg_loss), (stats, metrics)
 
-  def train_step(state: TrainState, x: jax.Array) -> tuple[TrainState, dict]:
+  def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+    x, onehot = _split_batch(batch, num_classes)
     x = normalise(x)
     z_rng, encoder_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     z = sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
@@ -129,7 +174,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     eg_params = {"generator": state.generator.params}
     if has_encoder:
       eg_params["encoder"] = state.encoder.params
-    run = functools.partial(forward, state=state, x=x, z=z, encoder_rng=encoder_rng)
+    run = functools.partial(forward, state=state, x=x, z=z, onehot=onehot,
+                            encoder_rng=encoder_rng)
 
     if config.update_mode == "simultaneous":
       (d_loss, eg_loss), pullback, (stats, metrics) = jax.vjp(run, d_params, eg_params,
@@ -206,12 +252,16 @@ def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[..., Any]]:
+def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: bool = False
+                       ) -> dict[str, Callable[..., Any]]:
   """Jitted inference (BatchNorm on running statistics), inputs sharded on `data`.
 
-  Returns {"generate": (state, z) -> G(z)} and, with an encoder,
-  {"encode": (state, x, rng) -> (z, z_mean)} and
-  {"features": (state, x) -> {"z_mean": E(x)'s mean, "penultimate": E's last hidden layer}}.
+  Returns {"generate": (state, z) -> G(z)} (z with the one-hot label appended for a
+  conditional G); with an encoder, {"encode": (state, x, rng) -> (z, z_mean)}; and, if
+  there are features to evaluate, {"features": (state, x) -> {name: [B, D]}} with
+  "z_mean" (E(x)'s mean) and "penultimate" (E's last hidden layer) from an encoder and,
+  with `discriminator_features` (a D that judges x alone), "discriminator" (D's last
+  hidden layer: the BiGAN paper's "D" baseline).
   """
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
@@ -227,12 +277,21 @@ def make_inference_fns(networks: Networks, mesh: Mesh) -> dict[str, Callable[...
     fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch, replicated),
                             out_shardings=batch)
 
-    def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
-      variables = _variables(state.encoder, state.encoder.params)
-      # The encoder's mean needs no noise: a fixed key keeps this a pure function of x.
-      (_, z_mean), sown = networks.encoder.apply(
-          variables, x, train=False, rngs={"latent": jax.random.PRNGKey(0)},
-          mutable=["intermediates"])
-      return {"z_mean": z_mean, "penultimate": sown["intermediates"]["features"][0]}
+  def sown_features(module, network: NetworkState, x: jax.Array):
+    # Encoder means need no noise: a fixed key keeps this a pure function of x.
+    return module.apply(_variables(network, network.params), x, train=False,
+                        rngs={"latent": jax.random.PRNGKey(0)}, mutable=["intermediates"])
+
+  def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
+    found = {}
+    if networks.encoder is not None:
+      (_, z_mean), sown = sown_features(networks.encoder, state.encoder, x)
+      found.update(z_mean=z_mean, penultimate=sown["intermediates"]["features"][0])
+    if discriminator_features:
+      _, sown = sown_features(networks.discriminator, state.discriminator, x)
+      found["discriminator"] = sown["intermediates"]["features"][0]
+    return found
+
+  if networks.encoder is not None or discriminator_features:
     fns["features"] = jax.jit(features, in_shardings=(replicated, batch), out_shardings=batch)
   return fns

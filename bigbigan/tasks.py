@@ -5,7 +5,7 @@ numpy, uint8 for images), the on-device normalisation applied inside the jitted 
 the periodic evaluator. The trainer itself knows no dataset.
 """
 
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import jax
 import ml_collections
@@ -24,14 +24,17 @@ Evaluator = Callable[[TrainState, int], dict[str, float]]
 
 class Task(Protocol):
   data_dim: int
+  num_classes: int  # > 0: a conditional model, trained on (x, labels) batches.
 
-  def train_batches(self, start_step: int) -> Iterator[np.ndarray]: ...
+  def train_batches(self, start_step: int) -> Iterator[Any]: ...
   def normalise(self, x: jax.Array) -> jax.Array: ...
   def make_evaluator(self, networks: Networks) -> Evaluator: ...
 
 
 class MixtureTask:
-  """The 2-D Gaussian mixture (data/toy.py)."""
+  """The 2-D Gaussian mixture (data/toy.py); unconditional."""
+
+  num_classes = 0
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
     self._config, self._mesh, self._workdir = config, mesh, workdir
@@ -62,12 +65,14 @@ class MnistTask:
     if config.pixel_permutation_seed is not None:
       permutation = pipeline.pixel_permutation(config.pixel_permutation_seed)
     self._preprocess = pipeline.mnist_preprocess(permutation)
+    self.num_classes = pipeline.MNIST_CLASSES if config.conditional else 0
 
-  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
+  def train_batches(self, start_step: int) -> Iterator[Any]:
+    """Images, or (images, labels) for a conditional model."""
     c = self._config
     for batch in pipeline.train_batches(c.dataset, c.train_split, c.batch_size, c.seed,
                                         self._preprocess, c.data_dir, start_step):
-      yield batch["image"]
+      yield (batch["image"], batch["label"]) if self.num_classes else batch["image"]
 
   @staticmethod
   def normalise(x: jax.Array) -> jax.Array:
@@ -75,7 +80,7 @@ class MnistTask:
 
   def make_evaluator(self, networks: Networks) -> Evaluator:
     return MnistEvaluator(self._config, networks, self._mesh, self._workdir,
-                          self._preprocess, self.normalise)
+                          self._preprocess, self.normalise, self.num_classes)
 
 
 TASKS = {"mixture": MixtureTask, "mnist": MnistTask}

@@ -88,7 +88,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: where checkpoints, metrics and figures go; created if needed.
     devices: the devices of the mesh; all devices by default.
     train_batches: replaces the config's training data iterator (this process's rows of
-      each global batch, from the resumed step on); for tests and custom data.
+      each global batch, from the resumed step on; (x, labels) pairs for a conditional
+      model); for tests and custom data.
 
   Raises:
     ConfigError, CheckpointError, NonFiniteLossError: with a one-line message and fix.
@@ -119,7 +120,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
 
   # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
   init = functools.partial(init_train_state, networks, optimizers, data_dim=data_dim,
-                           latent_dim=config.latent_dim)
+                           latent_dim=config.latent_dim,
+                           joint=steps.joint_discriminator(config, networks),
+                           num_classes=task.num_classes)
   rng = jax.random.PRNGKey(config.seed)
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(
@@ -136,7 +139,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     _write_config(config, workdir)
 
   # ---- Update function, evaluation and logging. ----
-  train_step = steps.make_train_step(config, networks, optimizers, mesh, task.normalise)
+  train_step = steps.make_train_step(config, networks, optimizers, mesh, task.normalise,
+                                     task.num_classes)
   evaluate = task.make_evaluator(networks)
   if train_batches is None:
     train_batches = task.train_batches(start_step)
@@ -151,7 +155,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   step = start_step
   try:
     while step < config.total_steps:
-      batch = sharding.to_global_batch(next(train_batches), mesh)
+      batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh),
+                           next(train_batches))
       state, metrics = train_step(state, batch)
       step += 1
       history.append((step, metrics))

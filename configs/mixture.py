@@ -47,14 +47,17 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
       output_activation="linear"))
   config.encoder = ml_collections.ConfigDict(dict(
       kind=VARIANTS[variant], hidden_sizes=(128, 128, 128), activation="leaky_relu",
-      batch_norm=False))
+      batch_norm=False, output_activation="linear"))
   config.discriminator = ml_collections.ConfigDict(dict(
       hidden_sizes=(128, 128, 128), activation="leaky_relu", batch_norm=False,
       r1_weight=0.0))
 
   # "adversarial" (BiGAN/ALI/GAN) or "autoencoder" (E and G on reconstruction alone).
+  # "adversarial", "autoencoder", "latent_regressor" or "joint_latent_regressor".
   config.objective = "adversarial"
   config.reconstruction_loss = "l2"  # With objective="autoencoder": "l2" or "l1".
+  config.joint_latent_regressor_weight = 0.25  # G's weight on JLR's regression loss.
+  config.conditional = False  # Conditioning on labels needs a labelled dataset (MNIST).
   config.loss = "bigan"
   # Alternating updates gave sharper modes than simultaneous ones here (37% vs 23% of
   # samples within 3 std after 10k steps, seed 0).

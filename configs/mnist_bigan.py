@@ -31,7 +31,10 @@ from bigbigan.config_files import epochs_to_steps
 MNIST_TRAIN_EXAMPLES = 60_000
 
 
-VARIANTS = ("paper", "smoke", "ae_l2", "ae_l1")
+# Model variants (at most one) and schedule variants, combined with commas.
+MODELS = ("bigan", "gan", "lr", "jlr", "ae_l2", "ae_l1", "conditional")
+SCHEDULES = ("paper", "smoke")
+VARIANTS = MODELS + SCHEDULES
 
 
 def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
@@ -41,9 +44,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   autoencoder baselines, the same E and G trained on the L2 / L1 reconstruction error alone.
   """
   variants = set(variant.split(","))
-  if not variants <= set(VARIANTS):
+  if not variants <= set(VARIANTS) or len(variants & set(MODELS)) > 1:
     raise ValueError(f"configs/mnist_bigan.py:{variant}: allowed variants {VARIANTS}, "
-                     "comma-separated")
+                     "comma-separated, with at most one of {MODELS}")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -62,16 +65,27 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
       output_activation="sigmoid"))
   config.encoder = ml_collections.ConfigDict(dict(
       kind="deterministic", hidden_sizes=(1024, 1024), activation="leaky_relu",
-      batch_norm=True))
+      batch_norm=True, output_activation="linear"))
   config.discriminator = ml_collections.ConfigDict(dict(
       hidden_sizes=(1024, 1024), activation="leaky_relu", batch_norm=True, r1_weight=0.0))
 
   # "adversarial" (BiGAN/ALI/GAN) or "autoencoder" (E and G on reconstruction alone).
+  # "latent_regressor" / "joint_latent_regressor": a GAN, and E regresses z from G(z).
   config.objective = "adversarial"
   config.reconstruction_loss = "l2"  # With objective="autoencoder": "l2" or "l1".
   for kind in ("l2", "l1"):
     if f"ae_{kind}" in variants:
       config.objective, config.reconstruction_loss = "autoencoder", kind
+  if "gan" in variants:
+    config.encoder.kind = "none"  # D's features are the representation.
+  if variants & {"lr", "jlr"}:
+    config.objective = "latent_regressor" if "lr" in variants else "joint_latent_regressor"
+    # E's outputs are the logits of the sigmoid cross entropy against (z + 1) / 2.
+    config.encoder.output_activation = "linear"
+  # JLR: G also minimises this weight times the regression loss (the official code's 0.25).
+  config.joint_latent_regressor_weight = 0.25
+  # G and D also see the one-hot label; E does not.
+  config.conditional = "conditional" in variants
   config.loss = "bigan"
   config.update_mode = "simultaneous"
   config.optimizer = ml_collections.ConfigDict(dict(
@@ -84,7 +98,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   steps_per_epoch = epochs_to_steps(1, MNIST_TRAIN_EXAMPLES, config.batch_size)
   config.total_steps = epochs_to_steps(epochs, MNIST_TRAIN_EXAMPLES, config.batch_size)
   config.log_every_steps = 100
-  config.eval_every_steps = steps_per_epoch * (10 if variant == "paper" else 1)
+  config.eval_every_steps = steps_per_epoch * (1 if "smoke" in variants else 10)
   config.checkpoint_every_steps = steps_per_epoch
   config.keep_checkpoints = 3
   config.eval_batch_size = 1000

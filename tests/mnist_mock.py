@@ -76,9 +76,9 @@ def write_metadata(data_dir: str) -> None:
   builder.info.write_to_directory(builder.data_path)
 
 
-def tiny_mnist_config(**overrides):
-  """configs/mnist_bigan.py with TINY_MNIST and `overrides` ({"field.sub": value})."""
-  config = load_config(f"{REPO}/configs/mnist_bigan.py")
+def tiny_mnist_config(variant: str = "paper", **overrides):
+  """configs/mnist_bigan.py:`variant` with TINY_MNIST and `overrides` ({"field.sub": value})."""
+  config = load_config(f"{REPO}/configs/mnist_bigan.py:{variant}")
   return apply_overrides(config, {**TINY_MNIST, **overrides})
 
 

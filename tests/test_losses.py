@@ -81,3 +81,26 @@ def test_reconstruction_losses_match_hand_values():
   # Per example: l2 = 1 + 4 = 5 and 1; l1 = 1 + 2 = 3 and 1.
   np.testing.assert_allclose(losses.reconstruction_loss(x, x_hat, "l2"), 3.0)
   np.testing.assert_allclose(losses.reconstruction_loss(x, x_hat, "l1"), 2.0)
+
+
+def test_latent_regression_loss_is_the_papers_sigmoid_cross_entropy():
+  logits = np.array([[0.3, -2.0], [1.5, 0.0]])
+  z = np.array([[0.2, -0.9], [0.7, 0.0]])
+  t = (z + 1) / 2
+  p = 1 / (1 + np.exp(-logits))
+  cross_entropy = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+  entropy = -(t * np.log(t) + (1 - t) * np.log(1 - t))
+  expected = np.mean(cross_entropy - entropy)
+  assert float(losses.latent_regression_loss(jnp.asarray(logits, jnp.float32),
+                                             jnp.asarray(z, jnp.float32), "uniform")
+               ) == pytest.approx(expected, rel=1e-5)
+  # A perfect prediction (logit(t)) scores 0, also where a target is 0 or 1.
+  z_edges = np.array([[-1.0, 1.0, 0.5]])
+  t_edges = np.clip((z_edges + 1) / 2, 1e-7, 1 - 1e-7)
+  perfect = np.log(t_edges / (1 - t_edges))
+  assert float(losses.latent_regression_loss(jnp.asarray(perfect, jnp.float32),
+                                             jnp.asarray(z_edges, jnp.float32), "uniform")
+               ) == pytest.approx(0.0, abs=1e-5)
+  # Normal prior: the squared error.
+  assert float(losses.latent_regression_loss(jnp.asarray(logits), jnp.asarray(z), "normal")
+               ) == pytest.approx(np.mean((logits - z) ** 2))

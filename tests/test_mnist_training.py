@@ -114,3 +114,47 @@ def test_autoencoder_needs_an_encoder(tmp_path):
   with pytest.raises(ConfigError, match="needs an encoder"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # Refused before anything was written.
+
+
+@pytest.mark.parametrize("variant, other_features", [
+    ("gan", ()),  # The "D" baseline: D's last hidden layer is the headline representation.
+    ("lr", ("penultimate", "discriminator")),
+    ("jlr", ("penultimate", "discriminator")),
+    ("conditional", ("penultimate",)),
+])
+def test_table1_baselines_train_and_evaluate(mock_mnist, tmp_path, variant, other_features):
+  config = tiny_mnist_config(variant, eval_linear_probe=False)
+  state = jax.device_get(train.train_and_evaluate(config, str(tmp_path)))
+  metrics = _final_metrics(tmp_path)
+  for name in ("knn_1_accuracy", "knn_1_accuracy_cosine") + tuple(
+      f"knn_1_accuracy_{feature}" for feature in other_features):
+    assert 0.0 <= metrics[name] <= 1.0, name
+  # The headline's own name never appears with a suffix.
+  headline = "_discriminator" if variant == "gan" else "_z_mean"
+  assert not any(name.endswith(headline) for name in metrics)
+  if variant == "gan":
+    assert state.encoder is None and "knn_1_accuracy_penultimate" not in metrics
+  if variant in ("lr", "jlr"):
+    assert np.isfinite(metrics["latent_regression_loss"])
+  assert (tmp_path / "mnist_0000002.png").exists()
+
+
+def test_conditional_generator_and_discriminator_see_the_label(mock_mnist, tmp_path):
+  config = tiny_mnist_config("conditional", eval_linear_probe=False)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  latent, classes, width = config.latent_dim, 10, config.generator.hidden_sizes[0]
+  # G's input and D's side input are [z, one-hot label]; E sees x alone.
+  assert state.generator.params["hidden"]["dense_0"]["kernel"].shape == (latent + classes,
+                                                                          width)
+  assert state.discriminator.params["hidden"]["side_0"]["kernel"].shape[0] == latent + classes
+  assert state.encoder.params["hidden"]["dense_0"]["kernel"].shape[0] == 784
+  # The same z with two labels gives two different images.
+  from bigbigan import sharding, steps
+  from bigbigan.models.networks import build_networks
+  mesh = sharding.make_mesh()
+  generate = steps.make_inference_fns(build_networks(config, 784), mesh)["generate"]
+  z = np.zeros((8, latent), np.float32)
+  onehot = np.eye(classes, dtype=np.float32)[np.arange(8) % 2]
+  images = np.asarray(generate(state, sharding.from_host_array(
+      np.concatenate([z, onehot], axis=1), mesh)))
+  assert not np.allclose(images[0], images[1]) and np.allclose(images[0], images[2])

@@ -17,40 +17,50 @@ from bigbigan.models.networks import build_networks
 from bigbigan.state import init_train_state
 
 
-def _setup(config):
+def _setup(config, num_classes=0):
   networks = build_networks(config, data_dim=2)
   optimizers = optimizers_lib.make_optimizers(config)
   init = functools.partial(init_train_state, networks, optimizers, data_dim=2,
-                           latent_dim=config.latent_dim)
+                           latent_dim=config.latent_dim,
+                           joint=steps.joint_discriminator(config, networks),
+                           num_classes=num_classes)
   batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed,
                                                       process_index=0, process_count=1)
-  return networks, optimizers, init, [next(batches) for _ in range(3)]
+  batches = [next(batches) for _ in range(3)]
+  if num_classes:  # Any labels will do for a conditional model's arithmetic.
+    batches = [(x, np.arange(len(x)) % num_classes) for x in batches]
+  return networks, optimizers, init, batches
 
 
-def _train(config, devices, num_steps=3):
-  networks, optimizers, init, batches = _setup(config)
+def _train(config, devices, num_steps=3, num_classes=0):
+  networks, optimizers, init, batches = _setup(config, num_classes)
   mesh = sharding.make_mesh(devices)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  train_step = steps.make_train_step(config, networks, optimizers, mesh)
+  train_step = steps.make_train_step(config, networks, optimizers, mesh,
+                                     num_classes=num_classes)
   history = []
   for batch in batches[:num_steps]:
-    state, metrics = train_step(state, sharding.to_global_batch(batch, mesh))
+    batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh), batch)
+    state, metrics = train_step(state, batch)
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
 
 
-@pytest.mark.parametrize("variant, overrides", [
+@pytest.mark.parametrize("variant, overrides, num_classes", [
     # BiGAN with BatchNorm everywhere: BN statistics must be over the global batch.
     ("bigan", dict(update_mode="simultaneous", generator__batch_norm=True,
-                   encoder__batch_norm=True, discriminator__batch_norm=True)),
+                   encoder__batch_norm=True, discriminator__batch_norm=True), 0),
     # ALI (random encoder noise, sharded) with alternating updates.
-    ("ali", dict(update_mode="alternating", generator__hidden_sizes=(16, 16, 16))),
-    ("gan", {}),
+    ("ali", dict(update_mode="alternating", generator__hidden_sizes=(16, 16, 16)), 0),
+    ("gan", {}, 0),
+    # The latent regressor baselines, and a conditional BiGAN (labels sharded with x).
+    ("bigan", dict(objective="joint_latent_regressor", generator__batch_norm=True), 0),
+    ("bigan", dict(generator__batch_norm=True), 3),
 ])
-def test_eight_devices_equal_one_device(tiny_config, variant, overrides):
+def test_eight_devices_equal_one_device(tiny_config, variant, overrides, num_classes):
   config = tiny_config(variant, **overrides)
-  state_8, metrics_8 = _train(config, jax.devices())
-  state_1, metrics_1 = _train(config, jax.devices()[:1])
+  state_8, metrics_8 = _train(config, jax.devices(), num_classes=num_classes)
+  state_1, metrics_1 = _train(config, jax.devices()[:1], num_classes=num_classes)
   for m8, m1 in zip(metrics_8, metrics_1):
     for name in m1:
       np.testing.assert_allclose(m8[name], m1[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -126,3 +136,25 @@ def test_stochastic_encoder_samples_around_its_mean(tiny_config):
   np.testing.assert_allclose(np.mean(z, axis=0), z_mean[0], atol=0.1)
   assert np.all(np.std(z, axis=0) > 0.05)  # It is stochastic...
   np.testing.assert_allclose(np.std(z_mean, axis=0), 0.0, atol=1e-6)  # ...around one mean.
+
+
+def test_latent_regressor_trains_e_on_samples_and_leaves_the_gan_alone(tiny_config):
+  """LR: E regresses z from G(z) and its loss never reaches G, so G and D take exactly the
+  plain GAN's steps. JLR: the regression loss also trains G."""
+  devices = jax.devices()[:1]
+  gan, _ = _train(tiny_config("gan"), devices, num_steps=2)
+  runs = {objective: _train(tiny_config("bigan", objective=objective), devices, num_steps=2)
+          for objective in ("latent_regressor", "joint_latent_regressor")}
+  (regressor, regressor_metrics), (joint, _) = runs.values()
+  for name in ("generator", "discriminator"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 getattr(regressor, name).params, getattr(gan, name).params)
+  assert not np.allclose(joint.generator.params["out"]["kernel"],
+                         gan.generator.params["out"]["kernel"], rtol=1e-6, atol=1e-8)
+  # D of a latent regressor judges x alone, like the GAN's, and E really trained.
+  assert "side_0" not in regressor.discriminator.params
+  assert all(np.isfinite(m["latent_regression_loss"]) for m in regressor_metrics)
+  initial_encoder = jax.device_get(_train(tiny_config("bigan", objective="latent_regressor"),
+                                          devices, num_steps=0)[0].encoder.params)
+  assert not np.allclose(initial_encoder["mean"]["kernel"],
+                         regressor.encoder.params["mean"]["kernel"])

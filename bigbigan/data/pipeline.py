@@ -34,6 +34,7 @@ Preprocess = Callable[[Example], Example]
 
 MNIST_IMAGE_SHAPE = (28, 28, 1)
 MNIST_PIXELS = 28 * 28
+MNIST_CLASSES = 10
 MASK_KEY = "mask"
 # Examples in the shuffle buffer; MNIST's 60,000 flattened images mix well with 10,000
 # (8 MB). Datasets of large images want fewer (each buffered example is a decoded image).

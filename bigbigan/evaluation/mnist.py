@@ -1,11 +1,11 @@
 """Periodic evaluation on MNIST: the BiGAN paper's 1-NN accuracy (and a linear probe) on the
 encoder's features, raw pixels as the reference, and image grids of x, G(z) and G(E(x))."""
 
-import itertools
 import os
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -20,43 +20,52 @@ from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
 GRID_IMAGES = 100
-HEADLINE_SUFFIX = "_z_mean"  # The features whose metrics drop the suffix.
 
 
 class MnistEvaluator:
   """Call with (state, step) for the metrics; on process 0 it also writes an image grid.
 
-  Metrics: `knn_1_accuracy` and `linear_accuracy` on E(x) (the encoder's mean, L2), the
-  same with `_cosine` and for the `penultimate` layer, and the raw-pixel references
-  `knn_1_accuracy_pixels` and `linear_accuracy_pixels` (computed once).
+  Metrics: `knn_1_accuracy` and `linear_accuracy` on the headline features (L2), the same
+  with `_cosine`, the other features' metrics with their name as suffix, and the raw-pixel
+  references `knn_1_accuracy_pixels` and `linear_accuracy_pixels` (computed once). The
+  headline features are E(x) (the encoder's mean, `z_mean`) or, for a GAN without an
+  encoder, D's last hidden layer (`discriminator`). A conditional model's sample grid has
+  one class per row.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh,
                workdir: str, preprocess: pipeline.Preprocess,
-               normalise: Callable[[jax.Array], jax.Array]):
+               normalise: Callable[[jax.Array], jax.Array], num_classes: int = 0):
     self._config = config
     self._mesh = mesh
     self._workdir = workdir
     self._preprocess = preprocess
-    self._fns = steps.make_inference_fns(networks, mesh)
+    self._num_classes = num_classes
+    # D's features are a representation of x when D judges x alone (and needs no label).
+    d_features = not steps.joint_discriminator(config, networks) and not num_classes
+    self._fns = steps.make_inference_fns(networks, mesh, discriminator_features=d_features)
+    self._headline = "z_mean" if networks.encoder is not None else "discriminator"
     self._normalise = jax.jit(normalise)
     self._pixel_metrics = None
-    latents = steps.sample_prior(jax.random.PRNGKey(config.seed + 1),
-                                 (GRID_IMAGES, config.latent_dim), config.latent_prior)
-    self._latents = sharding.from_host_array(np.asarray(latents), mesh)
+    latents = np.asarray(steps.sample_prior(jax.random.PRNGKey(config.seed + 1),
+                                            (GRID_IMAGES, config.latent_dim),
+                                            config.latent_prior))
+    if num_classes:
+      rows = np.arange(GRID_IMAGES) * num_classes // GRID_IMAGES  # Class i fills row i.
+      latents = np.asarray(self._with_labels(latents, rows))
+    self._latents = sharding.from_host_array(latents, mesh)
+
+  def _with_labels(self, z, labels):
+    """A conditional G's input: z with the one-hot labels appended (host or device arrays)."""
+    return jnp.concatenate([z, jax.nn.one_hot(labels, self._num_classes)], axis=1)
 
   def _batches(self, split: str):
     c = self._config
     return pipeline.eval_batches(c.dataset, split, c.eval_batch_size, self._preprocess,
                                  c.data_dir)
 
-  def _split_features(self, feature_fn, split: str, first_batch: Optional[list] = None):
-    """Features of `split`; appends the split's first batch to `first_batch` if given."""
-    batches = self._batches(split)
-    if first_batch is not None:
-      first_batch.append(next(batches))
-      batches = itertools.chain(first_batch, batches)
-    return compute_features(feature_fn, batches, self._mesh)
+  def _split_features(self, feature_fn, split: str):
+    return compute_features(feature_fn, self._batches(split), self._mesh)
 
   def _pixels(self) -> dict[str, float]:
     """The raw-pixel reference (L2 1-NN and the probe), computed on the first call only."""
@@ -74,17 +83,22 @@ class MnistEvaluator:
     if "features" in self._fns:
       features = lambda images: self._fns["features"](state, self._normalise(images))
       train = self._split_features(features, self._config.train_split)
-      first_batch = []
-      test = self._split_features(features, self._config.eval_split, first_batch)
+      test = self._split_features(features, self._config.eval_split)
       found = representation_metrics(train, test, self._mesh,
                                      probe=self._config.eval_linear_probe)
-      # E(x) (the latent mean) is the representation the paper evaluates: its metrics carry
-      # the headline names, knn_1_accuracy and linear_accuracy.
+      # The representation the paper evaluates carries the headline names, knn_1_accuracy
+      # and linear_accuracy.
+      suffix = f"_{self._headline}"
       for name, value in found.items():
-        metrics[name[:-len(HEADLINE_SUFFIX)] if name.endswith(HEADLINE_SUFFIX) else name] = value
+        metrics[name[:-len(suffix)] if name.endswith(suffix) else name] = value
+    if "encode" in self._fns:
       # The first global evaluation batch (each process holds its own rows of it).
-      x = self._normalise(sharding.to_global_batch(first_batch[0]["image"], self._mesh))
+      batch = next(self._batches(self._config.eval_split))
+      x = self._normalise(sharding.to_global_batch(batch["image"], self._mesh))
       _, z_mean = self._fns["encode"](state, x, jax.random.PRNGKey(0))
+      if self._num_classes:
+        z_mean = self._with_labels(
+            z_mean, sharding.to_global_batch(batch["label"], self._mesh))
       grids = {"data x": x, **grids,
                "reconstructions G(E(x))": self._fns["generate"](state, z_mean)}
     # A collective: every process gathers, process 0 alone draws.

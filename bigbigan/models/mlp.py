@@ -80,13 +80,18 @@ class MLPEncoder(nn.Module):
   activation: str = "leaky_relu"
   batch_norm: bool = False
   stochastic: bool = False
+  # "tanh" bounds the mean to (-1, 1), the support of a uniform prior. Unbounded, E(x) can
+  # drift outside the prior's support along the direction a locally linear D points to, and
+  # D then separates the real pairs by |z| alone.
+  output_activation: str = "linear"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     h = _HiddenStack(self.hidden_sizes, self.activation, self.batch_norm, name="hidden")(
         x, train=train)
     self.sow("intermediates", "features", h)
-    mean = nn.Dense(self.latent_dim, name="mean")(h)
+    mean = OUTPUT_ACTIVATIONS[self.output_activation](
+        nn.Dense(self.latent_dim, name="mean")(h))
     if not self.stochastic:
       return mean, mean
     scale = nn.softplus(nn.Dense(self.latent_dim, name="scale")(h)) + 1e-6

@@ -30,7 +30,8 @@ def build_networks(config: ml_collections.ConfigDict, data_dim: int) -> Networks
   if e.kind != "none":
     encoder = mlp.MLPEncoder(
         latent_dim=config.latent_dim, hidden_sizes=tuple(e.hidden_sizes),
-        activation=e.activation, batch_norm=e.batch_norm, stochastic=e.kind == "stochastic")
+        activation=e.activation, batch_norm=e.batch_norm, stochastic=e.kind == "stochastic",
+        output_activation=e.output_activation)
   discriminator = mlp.MLPDiscriminator(
       hidden_sizes=tuple(d.hidden_sizes), activation=d.activation, batch_norm=d.batch_norm)
   return Networks(generator, encoder, discriminator)
