@@ -2,12 +2,13 @@
 
     TFDS_DATA_DIR=/path/to/tfds python benchmarks/mnist_table1.py \
         [--methods bigan,gan,lr,jlr,ae_l2,ae_l1] [--schedule fast] [--epochs N] \
-        [--workdir DIR]
+        [--probe] [--workdir DIR]
 
 Trains configs/mnist_bigan.py:<method>,<schedule> for every method, one after the other
 (each uses every core), on the real MNIST prepared for TFDS, and prints one row per method:
 the paper's 1-NN accuracy, ours at the final step on the method's representation (L2 and
-cosine), on E's penultimate layer, the epochs and the wall time. A finished run in
+cosine), on E's penultimate layer, the epochs and the wall time (training, checkpoints and
+the config's periodic evaluations, without the linear probes unless --probe). A finished run in
 --workdir is read back, not retrained, so an interrupted table resumes where it stopped.
 
 The representations: BiGAN, LR, JLR and the autoencoders E(x) (`z_mean`); D the last
@@ -29,7 +30,7 @@ PAPER = {"bigan": ("BiGAN", 97.39), "gan": ("D", 97.30), "lr": ("LR", 97.44),
 TIMING_FILE = "benchmark_seconds.json"
 
 
-def train(method: str, schedule: str, epochs, workdir: str) -> float:
+def train(method: str, schedule: str, epochs, probe: bool, workdir: str) -> float:
   """Trains one method to the end (resuming if interrupted); returns the wall seconds."""
   timing = os.path.join(workdir, TIMING_FILE)
   if os.path.exists(timing):
@@ -42,6 +43,7 @@ def train(method: str, schedule: str, epochs, workdir: str) -> float:
   config = load_config(f"{REPO}/configs/mnist_bigan.py:{method},{schedule}")
   if epochs:
     config.total_steps = epochs_to_steps(epochs, MNIST_TRAIN_EXAMPLES, config.batch_size)
+  config.eval_linear_probe = probe
   start = time.time()
   train_lib.train_and_evaluate(config, workdir)
   seconds = time.time() - start
@@ -62,6 +64,8 @@ def main():
                       help="A schedule variant of configs/mnist_bigan.py: fast or paper.")
   parser.add_argument("--epochs", type=float, default=None,
                       help="Overrides the schedule's length (quick checks).")
+  parser.add_argument("--probe", action="store_true",
+                      help="Also fit the linear probes at every evaluation (slower).")
   parser.add_argument("--workdir", default=None, help="Keeps (and reuses) each run here.")
   args = parser.parse_args()
   if "TFDS_DATA_DIR" not in os.environ:
@@ -73,7 +77,7 @@ def main():
   rows, pixels = [], None
   for method in args.methods.split(","):
     workdir = os.path.join(root, f"{method}_{args.schedule}")
-    seconds = train(method, args.schedule, args.epochs, workdir)
+    seconds = train(method, args.schedule, args.epochs, args.probe, workdir)
     metrics = final_metrics(workdir)
     with open(os.path.join(workdir, "config.json")) as f:
       batch_size = json.load(f)["batch_size"]

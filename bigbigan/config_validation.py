@@ -15,7 +15,7 @@ DATASETS = tuple(tasks.TASKS)
 NETWORKS = ("generator", "encoder", "discriminator")
 POSITIVE_INTEGERS = ("batch_size", "total_steps", "log_every_steps", "eval_every_steps",
                      "checkpoint_every_steps", "keep_checkpoints", "latent_dim")
-NON_NEGATIVE_INTEGERS = ("seed",)
+NON_NEGATIVE_INTEGERS = ("seed", "ema_start_step")
 POSITIVE_NUMBERS = ("optimizer.generator_learning_rate", "optimizer.discriminator_learning_rate",
                     "optimizer.encoder_learning_rate_multiplier")
 # The fields each dataset adds: (positive integers, non-negative integers, positive numbers).
@@ -33,6 +33,7 @@ RANGES = {
     "optimizer.weight_decay": (0.0, float("inf"), False, ">= 0"),
     "discriminator.r1_weight": (0.0, float("inf"), False, ">= 0 (0 disables the R1 penalty)"),
     "joint_latent_regressor_weight": (0.0, float("inf"), False, ">= 0"),
+    "ema_decay": (0.0, 1.0, False, "in [0, 1) (0 keeps no moving average)"),
 }
 
 

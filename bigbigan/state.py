@@ -28,6 +28,9 @@ class TrainState:
   generator: NetworkState
   encoder: Optional[NetworkState]  # None for the plain GAN baseline.
   discriminator: NetworkState
+  # Exponential moving averages of G's and E's params ({"generator", "encoder"}), used for
+  # evaluation and sampling; None when config.ema_decay is 0.
+  ema: Optional[dict] = None
 
 
 def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -41,11 +44,12 @@ def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
 
 def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
                      rng: jax.Array, data_dim: int, latent_dim: int, joint: bool = True,
-                     num_classes: int = 0) -> TrainState:
+                     num_classes: int = 0, ema: bool = False) -> TrainState:
   """Initialises every network from `rng` (a pure function: jit it with output shardings).
 
   `joint`: D sees (x, z) pairs if the model has an encoder (BiGAN/ALI), else x alone.
   `num_classes` > 0: a conditional model, whose G and D also take the one-hot label.
+  `ema`: keep moving averages of G's and E's params, starting from their initial values.
   """
   g_rng, e_rng, d_rng, step_rng = jax.random.split(rng, 4)
   x = jnp.zeros((1, data_dim), jnp.float32)
@@ -55,7 +59,7 @@ def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTra
   side_dim = latent_dim * (joint and networks.encoder is not None) + num_classes
   d_inputs = (x,) if not side_dim else (x, jnp.zeros((1, side_dim), jnp.float32))
   g_input = jnp.zeros((1, latent_dim + num_classes), jnp.float32)
-  return TrainState(
+  state = TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=step_rng,
       generator=_init_network(networks.generator, optimizers["generator"], g_rng, g_input),
@@ -63,3 +67,33 @@ def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTra
       discriminator=_init_network(networks.discriminator, optimizers["discriminator"], d_rng,
                                   *d_inputs),
   )
+  return state.replace(ema=averaged_params(state)) if ema else state
+
+
+def averaged_params(state: TrainState) -> dict:
+  """The params that an EMA follows: G's, and E's if there is an encoder."""
+  params = {"generator": state.generator.params}
+  if state.encoder is not None:
+    params["encoder"] = state.encoder.params
+  return params
+
+
+def update_ema(state: TrainState, decay: float, start_step: int = 0) -> TrainState:
+  """ema <- decay * ema + (1 - decay) * params, for a state that keeps an EMA.
+
+  Until `state.step` reaches `start_step` the EMA equals the params, so that it never
+  averages in the random initialisation of an early, fast-moving phase of training.
+  """
+  if state.ema is None:
+    return state
+  decay = jnp.where(state.step > start_step, decay, 0.0)
+  ema = jax.tree.map(lambda average, new: decay * average + (1.0 - decay) * new, state.ema,
+                     averaged_params(state))
+  return state.replace(ema=ema)
+
+
+def inference_params(state: TrainState, network: str):
+  """The params that evaluation and sampling use: the EMA's if kept, else the live ones."""
+  if state.ema is not None:
+    return state.ema[network]
+  return getattr(state, network).params

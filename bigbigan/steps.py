@@ -19,7 +19,7 @@ from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
 from bigbigan.models.networks import Networks
-from bigbigan.state import NetworkState, TrainState
+from bigbigan.state import NetworkState, TrainState, inference_params, update_ema
 
 PRIORS = ("normal", "uniform")
 UPDATE_MODES = ("simultaneous", "alternating")
@@ -210,7 +210,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     if has_encoder:
       new_state = new_state.replace(encoder=_update(
           state.encoder, eg_grads["encoder"], optimizers["encoder"], stats["encoder"]))
-    return new_state, metrics
+    return update_ema(new_state, config.ema_decay, config.ema_start_step), metrics
 
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, batch_sharding),
@@ -240,12 +240,13 @@ def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks
     eg_params = {"generator": state.generator.params, "encoder": state.encoder.params}
     grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(eg_params)
     metrics["eg_grad_norm"] = optax.tree.norm(grads)
-    return state.replace(
+    new_state = state.replace(
         step=state.step + 1,
         generator=_update(state.generator, grads["generator"], optimizers["generator"],
                           stats["generator"]),
         encoder=_update(state.encoder, grads["encoder"], optimizers["encoder"],
-                        stats["encoder"])), metrics
+                        stats["encoder"]))
+    return update_ema(new_state, config.ema_decay, config.ema_start_step), metrics
 
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
@@ -256,6 +257,7 @@ def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: b
                        ) -> dict[str, Callable[..., Any]]:
   """Jitted inference (BatchNorm on running statistics), inputs sharded on `data`.
 
+  G and E use their EMA params if the state keeps them (`inference_params`).
   Returns {"generate": (state, z) -> G(z)} (z with the one-hot label appended for a
   conditional G); with an encoder, {"encode": (state, x, rng) -> (z, z_mean)}; and, if
   there are features to evaluate, {"features": (state, x) -> {name: [B, D]}} with
@@ -266,29 +268,31 @@ def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: b
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
-    params = state.generator.params
+    params = inference_params(state, "generator")
     return _apply(networks.generator, state.generator, params, z, train=False)[0]
 
   fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch)}
   if networks.encoder is not None:
     def encode(state: TrainState, x: jax.Array, rng: jax.Array):
-      return _apply(networks.encoder, state.encoder, state.encoder.params, x, train=False,
-                    rngs={"latent": rng})[0]
+      return _apply(networks.encoder, state.encoder, inference_params(state, "encoder"), x,
+                    train=False, rngs={"latent": rng})[0]
     fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch, replicated),
                             out_shardings=batch)
 
-  def sown_features(module, network: NetworkState, x: jax.Array):
+  def sown_features(module, network: NetworkState, params, x: jax.Array):
     # Encoder means need no noise: a fixed key keeps this a pure function of x.
-    return module.apply(_variables(network, network.params), x, train=False,
+    return module.apply(_variables(network, params), x, train=False,
                         rngs={"latent": jax.random.PRNGKey(0)}, mutable=["intermediates"])
 
   def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
     found = {}
     if networks.encoder is not None:
-      (_, z_mean), sown = sown_features(networks.encoder, state.encoder, x)
+      (_, z_mean), sown = sown_features(networks.encoder, state.encoder,
+                                        inference_params(state, "encoder"), x)
       found.update(z_mean=z_mean, penultimate=sown["intermediates"]["features"][0])
     if discriminator_features:
-      _, sown = sown_features(networks.discriminator, state.discriminator, x)
+      _, sown = sown_features(networks.discriminator, state.discriminator,
+                              state.discriminator.params, x)
       found["discriminator"] = sown["intermediates"]["features"][0]
     return found
 

@@ -122,7 +122,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   init = functools.partial(init_train_state, networks, optimizers, data_dim=data_dim,
                            latent_dim=config.latent_dim,
                            joint=steps.joint_discriminator(config, networks),
-                           num_classes=task.num_classes)
+                           num_classes=task.num_classes, ema=config.ema_decay > 0)
   rng = jax.random.PRNGKey(config.seed)
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(

@@ -71,6 +71,10 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
       encoder_learning_rate_multiplier=1.0, b1=0.5, b2=0.999, weight_decay=0.0,
       lr_decay_start_fraction=0.5, lr_decay_final_scale=0.01))
 
+  # Evaluation and sampling use moving averages of G's and E's params with this decay
+  # (0: the live params), which start averaging after ema_start_step.
+  config.ema_decay = 0.0
+  config.ema_start_step = 0
   config.batch_size = 128
   config.total_steps = 20_000
   config.log_every_steps = 500

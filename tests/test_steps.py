@@ -23,7 +23,7 @@ def _setup(config, num_classes=0):
   init = functools.partial(init_train_state, networks, optimizers, data_dim=2,
                            latent_dim=config.latent_dim,
                            joint=steps.joint_discriminator(config, networks),
-                           num_classes=num_classes)
+                           num_classes=num_classes, ema=config.ema_decay > 0)
   batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed,
                                                       process_index=0, process_count=1)
   batches = [next(batches) for _ in range(3)]
@@ -158,3 +158,29 @@ def test_latent_regressor_trains_e_on_samples_and_leaves_the_gan_alone(tiny_conf
                                           devices, num_steps=0)[0].encoder.params)
   assert not np.allclose(initial_encoder["mean"]["kernel"],
                          regressor.encoder.params["mean"]["kernel"])
+
+
+def test_ema_follows_the_params_and_serves_inference(tiny_config):
+  # Averaging starts after step 1: the EMA after steps 1, 2, 3 is p1, then halfway to p2
+  # and p3 in turn.
+  config = tiny_config("bigan", ema_decay=0.5, ema_start_step=1)
+  devices = jax.devices()[:1]
+  params = [jax.device_get(_train(config, devices, num_steps=k)[0]) for k in range(1, 4)]
+  live = lambda state: {"generator": state.generator.params, "encoder": state.encoder.params}
+  jax.tree.map(np.testing.assert_array_equal, params[0].ema, live(params[0]))
+  expected = live(params[0])
+  for state in params[1:]:
+    expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, expected, live(state))
+  final = params[-1]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               final.ema, expected)
+  assert not np.allclose(final.ema["generator"]["out"]["kernel"],
+                         final.generator.params["out"]["kernel"])
+  # Sampling uses the averaged G.
+  mesh = sharding.make_mesh(devices)
+  networks = build_networks(config, data_dim=2)
+  z = jnp.ones((4, config.latent_dim))
+  sample = steps.make_inference_fns(networks, mesh)["generate"](final, z)
+  expected_sample = networks.generator.apply({"params": final.ema["generator"]}, z,
+                                             train=False)
+  np.testing.assert_allclose(sample, expected_sample, rtol=1e-6)
