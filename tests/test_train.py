@@ -52,6 +52,8 @@ def _preempted_at(config, preempt_step: int):
     ("bigan", dict(generator__batch_norm=True, discriminator__batch_norm=True)),
     ("ali", {}),
     ("gan", dict(update_mode="simultaneous")),
+    # The moving averages are part of the state, and restored with it.
+    ("bigan", dict(ema_decay=0.9, ema_start_step=1, objective="joint_latent_regressor")),
 ])
 def test_resume_equals_uninterrupted_run(tiny_config, tmp_path, variant, overrides):
   config = tiny_config(variant, total_steps=6, checkpoint_every_steps=2, log_every_steps=1,

@@ -1,8 +1,9 @@
 """Periodic evaluation on MNIST: the BiGAN paper's 1-NN accuracy (and a linear probe) on the
 encoder's features, raw pixels as the reference, and image grids of x, G(z) and G(E(x))."""
 
+import itertools
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +65,17 @@ class MnistEvaluator:
     return pipeline.eval_batches(c.dataset, split, c.eval_batch_size, self._preprocess,
                                  c.data_dir)
 
-  def _split_features(self, feature_fn, split: str):
-    return compute_features(feature_fn, self._batches(split), self._mesh)
+  def _split_features(self, feature_fn, split: str, first_batch: Optional[list] = None):
+    """Features of `split`; appends the split's first batch to `first_batch` if given.
+
+    (Reading the first batch again would start a second, abandoned pass over a split that
+    TFDS caches in memory, which TensorFlow warns about.)
+    """
+    batches = self._batches(split)
+    if first_batch is not None:
+      first_batch.append(next(batches))
+      batches = itertools.chain(first_batch, batches)
+    return compute_features(feature_fn, batches, self._mesh)
 
   def _pixels(self) -> dict[str, float]:
     """The raw-pixel reference (L2 1-NN and the probe), computed on the first call only."""
@@ -80,10 +90,11 @@ class MnistEvaluator:
   def __call__(self, state: TrainState, step: int) -> dict[str, float]:
     metrics = dict(self._pixels())
     grids = {"samples G(z)": self._fns["generate"](state, self._latents)}
+    first_batch = []  # The evaluation split's, for the reconstructions.
     if "features" in self._fns:
       features = lambda images: self._fns["features"](state, self._normalise(images))
       train = self._split_features(features, self._config.train_split)
-      test = self._split_features(features, self._config.eval_split)
+      test = self._split_features(features, self._config.eval_split, first_batch)
       found = representation_metrics(train, test, self._mesh,
                                      probe=self._config.eval_linear_probe)
       # The representation the paper evaluates carries the headline names, knn_1_accuracy
@@ -91,9 +102,9 @@ class MnistEvaluator:
       suffix = f"_{self._headline}"
       for name, value in found.items():
         metrics[name[:-len(suffix)] if name.endswith(suffix) else name] = value
-    if "encode" in self._fns:
+    if "encode" in self._fns:  # An encoder: its features were computed, with first_batch.
       # The first global evaluation batch (each process holds its own rows of it).
-      batch = next(self._batches(self._config.eval_split))
+      batch = first_batch[0]
       x = self._normalise(sharding.to_global_batch(batch["image"], self._mesh))
       _, z_mean = self._fns["encode"](state, x, jax.random.PRNGKey(0))
       if self._num_classes:
