@@ -58,5 +58,22 @@ def main(argv):
     sys.exit(1)
 
 
+def _check_config_file(argv: list[str]) -> None:
+  """Exits with a one-line error if --config names a file or variant that cannot load.
+
+  absl would report it as a flag-parsing failure with the config module's traceback.
+  """
+  specs = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+  if not specs:
+    return  # absl reports the missing required flag.
+  from bigbigan.config_files import load_config  # pylint: disable=g-import-not-at-top
+  try:
+    load_config(specs[-1])
+  except (FileNotFoundError, ValueError) as error:
+    print(f"bigbigan: error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
 if __name__ == "__main__":
+  _check_config_file(sys.argv[1:])
   app.run(main)

@@ -29,6 +29,13 @@ from conftest import REPO
     (dict(objective="autoencoder", reconstruction_loss="l3"),
      "config.reconstruction_loss='l3' is unknown: allowed ('l2', 'l1')"),
     (dict(dataset="imagenet"), "config.dataset='imagenet' is unknown: allowed ('mixture', 'mnist')"),
+    (dict(conditional=True), "config.conditional=True needs a labelled dataset"),
+    (dict(objective="latent_regressor", encoder__kind="none"),
+     "config.objective='latent_regressor' needs an encoder"),
+    (dict(joint_latent_regressor_weight=-0.5), "joint_latent_regressor_weight=-0.5: must be >= 0"),
+    (dict(ema_decay=1.0), "config.ema_decay=1.0: must be in [0, 1)"),
+    (dict(ema_start_step=-1), "config.ema_start_step=-1: must be an integer >= 0"),
+    (dict(encoder__output_activation="relu"), "config.encoder.output_activation='relu' is unknown"),
 ])
 def test_bad_values_are_refused(tiny_config, overrides, message):
   with pytest.raises(ConfigError) as error:
@@ -40,6 +47,19 @@ def test_bad_values_are_refused(tiny_config, overrides, message):
 def test_batch_must_divide_over_processes(tiny_config):
   with pytest.raises(ConfigError, match="does not divide over 3 processes"):
     validate_config(tiny_config("bigan", batch_size=16), num_devices=1, num_processes=3)
+
+
+@pytest.mark.parametrize("variant", ["bigan", "gan", "lr", "jlr", "ae_l2", "ae_l1",
+                                     "conditional", "bigan,fast", "lr,smoke"])
+def test_shipped_mnist_variants_are_valid(variant):
+  validate_config(load_config(f"{REPO}/configs/mnist_bigan.py:{variant}"), num_devices=8)
+
+
+def test_mnist_variants_combine_one_model_and_one_schedule():
+  with pytest.raises(ValueError, match="at most one of"):
+    load_config(f"{REPO}/configs/mnist_bigan.py:lr,jlr")
+  with pytest.raises(ValueError, match="at most one of"):
+    load_config(f"{REPO}/configs/mnist_bigan.py:fast,paper")
 
 
 @pytest.mark.parametrize("variant", ["bigan", "ali", "gan"])

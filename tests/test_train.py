@@ -186,6 +186,10 @@ def test_main_reports_bad_input_in_one_line(tmp_path):
   assert not any((tmp_path / "checkpoints").iterdir())
   unknown = _run_main(tmp_path, {"batch_sizes": 16})
   assert unknown.returncode != 0 and "batch_sizes" in unknown.stderr
+  bad_variant = _run_main(tmp_path, {}, config="configs/mixture.py:bigan_typo")
+  assert bad_variant.returncode == 1 and bad_variant.stderr.strip() == (
+      "bigbigan: error: configs/mixture.py:bigan_typo: allowed variants ('bigan', 'ali', "
+      "'gan')")
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
