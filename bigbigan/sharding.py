@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -44,3 +45,9 @@ def from_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:
     array = np.concatenate([array, np.zeros((padding,) + array.shape[1:], array.dtype)])
   return jax.make_array_from_callback(array.shape, batch_sharded(mesh),
                                       lambda index: array[index])
+
+
+def gather_rows(array: jax.Array, rows: Optional[int] = None) -> np.ndarray:
+  """A `data`-sharded global array as one host array on every process (a collective: all
+  processes must call it); `rows` keeps the first rows only, e.g. to drop padding."""
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))[:rows]

@@ -11,7 +11,6 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from bigbigan import sharding
@@ -38,18 +37,14 @@ class MixtureEvaluator:
     self._data = sharding.from_host_array(mixture.eval, mesh)
     self._encoder_rng = jax.random.PRNGKey(config.seed + 2)
 
-  def _gather(self, array: jax.Array, rows: int) -> np.ndarray:
-    """All rows on every process, padding dropped."""
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))[:rows]
-
   def __call__(self, state: TrainState, step: int) -> dict[str, float]:
     data = self._mixture.eval
-    samples = self._gather(self._fns["generate"](state, self._latents), self._num_samples)
+    samples = sharding.gather_rows(self._fns["generate"](state, self._latents), self._num_samples)
     metrics = mode_coverage(samples, self._mixture.means, self._mixture.std)
     panels = {"data": data, "samples G(z)": samples}
     if "encode" in self._fns:
       _, z_mean = self._fns["encode"](state, self._data, self._encoder_rng)
-      reconstructions = self._gather(self._fns["generate"](state, z_mean), len(data))
+      reconstructions = sharding.gather_rows(self._fns["generate"](state, z_mean), len(data))
       metrics["reconstruction_error"] = float(
           np.mean(np.linalg.norm(data - reconstructions, axis=1)))
       panels["reconstructions G(E(x))"] = reconstructions

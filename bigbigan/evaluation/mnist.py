@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from bigbigan import sharding
@@ -114,8 +113,8 @@ class MnistEvaluator:
                "reconstructions G(E(x))": self._fns["generate"](state, z_mean)}
     # A collective: every process gathers, process 0 alone draws.
     side = int(np.sqrt(pipeline.MNIST_PIXELS))
-    images = {name: np.asarray(multihost_utils.process_allgather(v, tiled=True))
-              [:GRID_IMAGES].reshape(-1, side, side) for name, v in grids.items()}
+    images = {name: sharding.gather_rows(v, GRID_IMAGES).reshape(-1, side, side)
+              for name, v in grids.items()}
     if jax.process_index() == 0:
       if self._config.pixel_permutation_seed is not None:
         # Show digits, not permuted pixels: undo the fixed permutation for the figure.

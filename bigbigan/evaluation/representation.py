@@ -18,11 +18,6 @@ from bigbigan import sharding
 from bigbigan.evaluation.knn import nearest_neighbor_accuracy
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
 
-def _gather(array) -> np.ndarray:
-  """Every process's rows, in process order (a collective: all processes must call it)."""
-  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-
-
 def compute_features(feature_fn: Callable[[jax.Array], dict[str, jax.Array]],
                      batches: Iterator[dict[str, np.ndarray]],
                      mesh: Mesh) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -40,7 +35,7 @@ def compute_features(feature_fn: Callable[[jax.Array], dict[str, jax.Array]],
     labels.append(batch["label"])
     outputs = feature_fn(sharding.to_global_batch(batch["image"], mesh))
     for name, value in outputs.items():
-      features.setdefault(name, []).append(_gather(value))
+      features.setdefault(name, []).append(sharding.gather_rows(value))
   mask, label = _gather_batches(np.stack(masks)), _gather_batches(np.stack(labels))
   return ({name: np.concatenate(parts)[mask] for name, parts in features.items()},
           label[mask])
@@ -50,7 +45,7 @@ def _gather_batches(local: np.ndarray) -> np.ndarray:
   """[batches, local rows] host arrays of every process -> global rows, batch by batch.
 
   One collective for all batches. A global batch's rows are its processes' rows in process
-  order (the device order of the mesh), which is how `_gather` concatenates device outputs.
+  order (the device order of the mesh), which is how `sharding.gather_rows` concatenates device outputs.
   """
   every = np.asarray(multihost_utils.process_allgather(local))  # [processes, batches, rows]
   return every.transpose(1, 0, 2).reshape(-1)
