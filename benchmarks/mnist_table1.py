@@ -11,8 +11,10 @@ cosine), on E's penultimate layer, the epochs and the wall time (training, check
 the config's periodic evaluations, without the linear probes unless --probe). A finished run in
 --workdir is read back, not retrained, so an interrupted table resumes where it stopped.
 
-The representations: BiGAN, LR, JLR and the autoencoders E(x) (`z_mean`); D the last
-hidden layer of a GAN's discriminator. Raw pixels (1-NN, L2) are the reference.
+The representations: for BiGAN and the autoencoders, E's linear output before the tanh
+that bounds E(x) (`z_logits`, as the official BiGAN code measures it); for LR and JLR, E(x)
+(`z_mean`, unbounded); for D, the last hidden layer of a GAN's discriminator. Raw pixels
+(1-NN, L2) are the reference.
 """
 
 import argparse

@@ -261,7 +261,8 @@ def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: b
   Returns {"generate": (state, z) -> G(z)} (z with the one-hot label appended for a
   conditional G); with an encoder, {"encode": (state, x, rng) -> (z, z_mean)}; and, if
   there are features to evaluate, {"features": (state, x) -> {name: [B, D]}} with
-  "z_mean" (E(x)'s mean) and "penultimate" (E's last hidden layer) from an encoder and,
+  "z_mean" (E(x)'s mean), "penultimate" (E's last hidden layer) and, for an encoder with a
+  bounding output activation, "z_logits" (the mean before it) from an encoder and,
   with `discriminator_features` (a D that judges x alone), "discriminator" (D's last
   hidden layer: the BiGAN paper's "D" baseline).
   """
@@ -290,6 +291,8 @@ def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: b
       (_, z_mean), sown = sown_features(networks.encoder, state.encoder,
                                         inference_params(state, "encoder"), x)
       found.update(z_mean=z_mean, penultimate=sown["intermediates"]["features"][0])
+      if "logits" in sown["intermediates"]:
+        found["z_logits"] = sown["intermediates"]["logits"][0]
     if discriminator_features:
       _, sown = sown_features(networks.discriminator, state.discriminator,
                               state.discriminator.params, x)

@@ -63,3 +63,20 @@ def test_output_ranges_and_activations():
   t = jnp.array([-2.0, -0.5, 0.0, 3.0])
   np.testing.assert_allclose(mlp.ACTIVATIONS["leaky_relu"](t), [-0.4, -0.1, 0.0, 3.0])
   np.testing.assert_allclose(mlp.ACTIVATIONS["relu"](t), [0.0, 0.0, 0.0, 3.0])
+
+
+def test_bounded_encoder_exposes_its_linear_output():
+  # The paper's 1-NN features are E's linear output; E(x) is its tanh.
+  x = jax.random.uniform(jax.random.PRNGKey(0), (8, X))
+  for variant, bounded in (("paper", True), ("lr", False)):
+    encoder = build_networks(load_config(f"{REPO}/configs/mnist_bigan.py:{variant}"),
+                             data_dim=X).encoder
+    variables = encoder.init({"params": jax.random.PRNGKey(1)}, x, train=False)
+    (_, z_mean), sown = encoder.apply(variables, x * 50, train=False,
+                                      mutable=["intermediates"])
+    if bounded:
+      logits = sown["intermediates"]["logits"][0]
+      assert float(jnp.max(jnp.abs(logits))) > 1.0  # Outside tanh's range: not E(x) itself.
+      np.testing.assert_allclose(jnp.tanh(logits), z_mean, rtol=1e-6, atol=1e-6)
+    else:  # A linear output is its own logits.
+      assert "logits" not in sown["intermediates"]

@@ -40,9 +40,13 @@ def test_trains_and_reports_representation_metrics(mock_mnist, tmp_path, permuta
   # Raw pixels: the trainer's sharded 1-NN over the padded, masked evaluation iterator equals
   # a float64 reference; a fixed pixel permutation cannot change an L2 distance.
   assert metrics["knn_1_accuracy_pixels"] == pytest.approx(_pixel_1nn_reference(), abs=1e-9)
-  names = ["knn_1_accuracy", "knn_1_accuracy_cosine", "knn_1_accuracy_penultimate"]
+  # The headline is E's linear output (the paper's measure); E(x) after its tanh is z_mean.
+  names = ["knn_1_accuracy", "knn_1_accuracy_cosine", "knn_1_accuracy_penultimate",
+           "knn_1_accuracy_z_mean"]
   if probe:
-    names += ["linear_accuracy", "linear_accuracy_penultimate", "linear_accuracy_pixels"]
+    names += ["linear_accuracy", "linear_accuracy_penultimate", "linear_accuracy_pixels",
+              "linear_accuracy_z_mean"]
+  assert not any(name.endswith("_z_logits") for name in metrics)
   for name in names:
     assert 0.0 <= metrics[name] <= 1.0, name
   # 11 test examples: every accuracy is a multiple of 1/11.
@@ -120,7 +124,7 @@ def test_autoencoder_needs_an_encoder(tmp_path):
     ("gan", ()),  # The "D" baseline: D's last hidden layer is the headline representation.
     ("lr", ("penultimate", "discriminator")),
     ("jlr", ("penultimate", "discriminator")),
-    ("conditional", ("penultimate",)),
+    ("conditional", ("penultimate", "z_mean")),  # A tanh E: its logits are the headline.
 ])
 def test_table1_baselines_train_and_evaluate(mock_mnist, tmp_path, variant, other_features):
   config = tiny_mnist_config(variant, eval_linear_probe=False)
@@ -130,7 +134,7 @@ def test_table1_baselines_train_and_evaluate(mock_mnist, tmp_path, variant, othe
       f"knn_1_accuracy_{feature}" for feature in other_features):
     assert 0.0 <= metrics[name] <= 1.0, name
   # The headline's own name never appears with a suffix.
-  headline = "_discriminator" if variant == "gan" else "_z_mean"
+  headline = {"gan": "_discriminator", "conditional": "_z_logits"}.get(variant, "_z_mean")
   assert not any(name.endswith(headline) for name in metrics)
   if variant == "gan":
     assert state.encoder is None and "knn_1_accuracy_penultimate" not in metrics

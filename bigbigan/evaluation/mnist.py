@@ -20,6 +20,8 @@ from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
 GRID_IMAGES = 100
+# The headline representation: the first of these that the model has.
+HEADLINE_FEATURES = ("z_logits", "z_mean", "discriminator")
 
 
 class MnistEvaluator:
@@ -28,9 +30,10 @@ class MnistEvaluator:
   Metrics: `knn_1_accuracy` and `linear_accuracy` on the headline features (L2), the same
   with `_cosine`, the other features' metrics with their name as suffix, and the raw-pixel
   references `knn_1_accuracy_pixels` and `linear_accuracy_pixels` (computed once). The
-  headline features are E(x) (the encoder's mean, `z_mean`) or, for a GAN without an
-  encoder, D's last hidden layer (`discriminator`). A conditional model's sample grid has
-  one class per row.
+  headline features are what the BiGAN paper's code measures: E's linear output
+  (`z_logits`, before the tanh that bounds E(x) to the prior's support; `z_mean` for an
+  unbounded E) or, for a GAN without an encoder, D's last hidden layer (`discriminator`).
+  A conditional model's sample grid has one class per row.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh,
@@ -44,7 +47,6 @@ class MnistEvaluator:
     # D's features are a representation of x when D judges x alone (and needs no label).
     d_features = not steps.joint_discriminator(config, networks) and not num_classes
     self._fns = steps.make_inference_fns(networks, mesh, discriminator_features=d_features)
-    self._headline = "z_mean" if networks.encoder is not None else "discriminator"
     self._normalise = jax.jit(normalise)
     self._pixel_metrics = None
     latents = np.asarray(steps.sample_prior(jax.random.PRNGKey(config.seed + 1),
@@ -98,7 +100,8 @@ class MnistEvaluator:
                                      probe=self._config.eval_linear_probe)
       # The representation the paper evaluates carries the headline names, knn_1_accuracy
       # and linear_accuracy.
-      suffix = f"_{self._headline}"
+      headline = next(name for name in HEADLINE_FEATURES if name in train[0])
+      suffix = f"_{headline}"
       for name, value in found.items():
         metrics[name[:-len(suffix)] if name.endswith(suffix) else name] = value
     if "encode" in self._fns:  # An encoder: its features were computed, with first_batch.

@@ -72,7 +72,8 @@ class MLPEncoder(nn.Module):
   Returns `(z, z_mean)`. The stochastic encoder predicts mu and sigma = softplus(s) and
   samples z = mu + sigma * eps with eps from the `latent` rng stream; the deterministic
   encoder returns z = z_mean = mu. The last hidden layer (the "penultimate" features that
-  the BiGAN paper also evaluates) is sown as intermediates/features.
+  the BiGAN paper also evaluates) is sown as intermediates/features and, with a bounding
+  output activation, mu's pre-activation as intermediates/logits.
   """
 
   latent_dim: int
@@ -90,8 +91,12 @@ class MLPEncoder(nn.Module):
     h = _HiddenStack(self.hidden_sizes, self.activation, self.batch_norm, name="hidden")(
         x, train=train)
     self.sow("intermediates", "features", h)
-    mean = OUTPUT_ACTIVATIONS[self.output_activation](
-        nn.Dense(self.latent_dim, name="mean")(h))
+    logits = nn.Dense(self.latent_dim, name="mean")(h)
+    if self.output_activation != "linear":
+      # The BiGAN paper's 1-NN features: its code measures E's linear output, before the
+      # squashing onto the prior's support, which compresses distances near the bounds.
+      self.sow("intermediates", "logits", logits)
+    mean = OUTPUT_ACTIVATIONS[self.output_activation](logits)
     if not self.stochastic:
       return mean, mean
     scale = nn.softplus(nn.Dense(self.latent_dim, name="scale")(h)) + 1e-6
