@@ -68,6 +68,11 @@ def _divides(config, field: str, parts: int, what: str) -> None:
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int = 1) -> None:
   """Raises ConfigError with a one-line message for the first unusable field."""
+  _choice(config, "network", NETWORK_KINDS)
+  if config.network == "biggan":
+    raise ConfigError("config.network='biggan' cannot be trained yet (there is no BigBiGAN "
+                      "training step or image dataset): size it with "
+                      "`python -m bigbigan.summary --config=...`")
   _choice(config, "dataset", DATASETS)
   positive_integers, non_negative_integers, positive_numbers = DATASET_FIELDS[config.dataset]
   for field in POSITIVE_INTEGERS + positive_integers:
@@ -121,7 +126,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   if conditional and config.objective == "autoencoder":
     raise ConfigError("config.conditional=True is for the adversarial objectives: set "
                       "config.objective to 'adversarial' or a latent regressor")
-  _choice(config, "network", NETWORK_KINDS)
   _choice(config, "encoder.kind", ENCODER_KINDS)
   _choice(config, "loss", losses.LOSS_KINDS)
   _choice(config, "update_mode", steps.UPDATE_MODES)

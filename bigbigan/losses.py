@@ -8,9 +8,13 @@ Each function returns a scalar: the mean over the real pairs plus the mean over 
 - "minimax": the same D loss; E and G minimise the negated D objective (the saturating
   game of the papers' theory).
 - "hinge": BigBiGAN's hinge for D, max(0, 1 - y s); E and G minimise the linear y s.
+
+BigBiGAN's discriminator gives several scores per pair (s_x, s_z, s_xz): its losses are the
+sums over the scores of the hinge losses (`score_losses`). BigGAN's orthogonal
+regularisation of the generator's weights is here too.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,3 +89,39 @@ def reconstruction_loss(x: jax.Array, x_hat: jax.Array, kind: str) -> jax.Array:
   if kind == "l1":
     return jnp.mean(jnp.sum(jnp.abs(difference), axis=1))
   raise ConfigError(f"config.reconstruction_loss={kind!r}: allowed {RECONSTRUCTION_LOSSES}")
+
+
+def score_losses(real_scores: Mapping[str, jax.Array], fake_scores: Mapping[str, jax.Array]
+                 ) -> tuple[jax.Array, jax.Array]:
+  """BigBiGAN's (D loss, E/G loss) over the scores the discriminator gives (any of "x", "z",
+  "xz"; the unary switches decide which).
+
+  D: the mean over real pairs (y = +1) and fake pairs (y = -1) of sum_s max(0, 1 - y s).
+  E and G: the mean of sum_s y s (linear, no hinge), which they minimise.
+  """
+  if set(real_scores) != set(fake_scores) or not real_scores:
+    raise ValueError(f"real and fake pairs need the same scores, got {sorted(real_scores)} "
+                     f"and {sorted(fake_scores)}")
+  d_loss = sum(discriminator_loss(real_scores[name], fake_scores[name], "hinge")
+               for name in real_scores)
+  eg_loss = sum(generator_encoder_loss(real_scores[name], fake_scores[name], "hinge")
+                for name in real_scores)
+  return d_loss, eg_loss
+
+
+def orthogonal_regularisation(params, beta: float = 1e-4) -> jax.Array:
+  """BigGAN's orthogonal regularisation: beta * sum over weights of ||W^T W * (1 - I)||_F^2.
+
+  Each "kernel" leaf (Dense and conv weights; not biases, gains or embeddings) is seen as a
+  matrix W [fan_in, out] (spatial and input axes flattened), so W^T W holds the inner
+  products of its output filters: only their pairwise cosines are pushed to 0, not their
+  norms (unlike full orthogonality).
+  """
+  total = jnp.zeros((), jnp.float32)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if getattr(path[-1], "key", None) != "kernel":
+      continue
+    w = leaf.reshape(-1, leaf.shape[-1]).astype(jnp.float32)
+    gram = w.T @ w
+    total = total + jnp.sum((gram * (1.0 - jnp.eye(gram.shape[0]))) ** 2)
+  return beta * total

@@ -68,3 +68,21 @@ def test_shipped_configs_are_valid(variant):
   validate_config(config, num_devices=8)  # Raises if anything is off.
   assert config.encoder.kind == {"bigan": "deterministic", "ali": "stochastic",
                                  "gan": "none"}[variant]
+
+
+@pytest.mark.parametrize("variant", ["128", "conditional", "32,no_unaries", "256,bfloat16",
+                                     "64,x_unary_only", "z_unary_only",
+                                     "revnet50x4,deterministic"])
+def test_biggan_configs_build_but_are_refused_for_training(variant):
+  from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
+  config = load_config(f"{REPO}/configs/biggan.py:{variant}")
+  networks = build_networks(config)
+  assert networks.discriminator.unary_x == ("z_unary_only" not in variant
+                                            and "no_unaries" not in variant)
+  with pytest.raises(ConfigError, match="cannot be trained yet"):
+    validate_config(config, num_devices=8)
+  assert (networks.encoder is None) == (variant == "conditional")
+  with pytest.raises(ValueError, match="at most one resolution"):
+    load_config(f"{REPO}/configs/biggan.py:64,128")
+  with pytest.raises(ValueError, match="none of these with 'conditional'"):
+    load_config(f"{REPO}/configs/biggan.py:conditional,revnet50x4")

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bigbigan.models import mlp
 from bigbigan.models.networks import build_networks
@@ -80,3 +81,14 @@ def test_bounded_encoder_exposes_its_linear_output():
       np.testing.assert_allclose(jnp.tanh(logits), z_mean, rtol=1e-6, atol=1e-6)
     else:  # A linear output is its own logits.
       assert "logits" not in sown["intermediates"]
+
+
+def test_summary_reports_the_paper_networks():
+  from bigbigan import summary  # pylint: disable=g-import-not-at-top
+  found = summary.summarise(load_config(f"{REPO}/configs/mnist_bigan.py"))
+  assert {name: v["parameters"] for name, v in found.items()} == {
+      "generator": 1_904_400, "encoder": 1_903_666, "discriminator": 1_955_891}
+  assert found["discriminator"]["inputs"] == {"x": "(1, 784)", "z": "(1, 50)"}
+  # A Dense layer's forward is 2 x its multiply-adds: E's three layers, about 3.8 MFLOPs.
+  assert found["encoder"]["gflops_per_example"] == pytest.approx(
+      2 * (784 * 1024 + 1024 * 1024 + 1024 * 50) / 1e9, rel=0.02)

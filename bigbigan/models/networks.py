@@ -3,12 +3,18 @@
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 import ml_collections
 
 from bigbigan.errors import ConfigError
+from bigbigan.models import biggan
+from bigbigan.models import discriminator as discriminator_lib
+from bigbigan.models import encoder as encoder_lib
 from bigbigan.models import mlp
+from bigbigan.models import resnet
 
-NETWORK_KINDS = ("mlp",)
+NETWORK_KINDS = ("mlp", "biggan")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 ENCODER_KINDS = ("deterministic", "stochastic", "none")
 
 
@@ -18,8 +24,11 @@ class Networks(NamedTuple):
   discriminator: nn.Module
 
 
-def build_networks(config: ml_collections.ConfigDict, data_dim: int) -> Networks:
-  """Returns the modules for `config.network` on data of `data_dim` features."""
+def build_networks(config: ml_collections.ConfigDict, data_dim: int = 0) -> Networks:
+  """Returns the modules for `config.network`: "mlp" on data of `data_dim` features, or
+  "biggan" (BigGAN's G and BigBiGAN's D at `config.resolution`, and an image encoder)."""
+  if config.network == "biggan":
+    return _build_biggan(config)
   if config.network != "mlp":
     raise ConfigError(f"config.network={config.network!r}: allowed {NETWORK_KINDS}")
   g, e, d = config.generator, config.encoder, config.discriminator
@@ -34,4 +43,42 @@ def build_networks(config: ml_collections.ConfigDict, data_dim: int) -> Networks
         output_activation=e.output_activation)
   discriminator = mlp.MLPDiscriminator(
       hidden_sizes=tuple(d.hidden_sizes), activation=d.activation, batch_norm=d.batch_norm)
+  return Networks(generator, encoder, discriminator)
+
+
+def _build_biggan(config: ml_collections.ConfigDict) -> Networks:
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: allowed "
+                      f"{COMPUTE_DTYPES}")
+  if config.resolution not in biggan.GENERATOR_WIDTHS:
+    raise ConfigError(f"config.resolution={config.resolution!r}: allowed "
+                      f"{tuple(biggan.GENERATOR_WIDTHS)}")
+  chunks = biggan.latent_chunks(config.resolution)
+  if config.latent_dim % chunks:
+    raise ConfigError(f"config.latent_dim={config.latent_dim}: BigGAN at {config.resolution} "
+                      f"pixels splits z into {chunks} equal chunks; use a multiple of {chunks}")
+  dtype = jnp.dtype(config.compute_dtype)
+  g, e, d = config.generator, config.encoder, config.discriminator
+  encoder = None
+  if e.kind != "none":
+    if e.backbone not in encoder_lib.BACKBONES:
+      raise ConfigError(f"config.encoder.backbone={e.backbone!r}: allowed "
+                        f"{encoder_lib.BACKBONES}")
+    if e.depth not in resnet.STAGE_UNITS:
+      raise ConfigError(f"config.encoder.depth={e.depth!r}: allowed "
+                        f"{tuple(resnet.STAGE_UNITS)}")
+    if e.latent_bound not in encoder_lib.LATENT_BOUNDS:
+      raise ConfigError(f"config.encoder.latent_bound={e.latent_bound!r}: allowed "
+                        f"{encoder_lib.LATENT_BOUNDS}")
+    encoder = encoder_lib.ImageEncoder(
+        latent_dim=config.latent_dim, backbone=e.backbone, depth=e.depth, width=e.width,
+        reversible=e.reversible, head_width=e.head_width, head_depth=e.head_depth,
+        stochastic=e.kind == "stochastic", latent_bound=e.latent_bound, dtype=dtype)
+  generator = biggan.BigGANGenerator(resolution=config.resolution, ch=g.ch,
+                                     num_classes=config.num_classes,
+                                     shared_dim=g.shared_dim, dtype=dtype)
+  discriminator = discriminator_lib.BigBiGANDiscriminator(
+      resolution=config.resolution, ch=d.ch, latent_width=d.latent_width,
+      latent_depth=d.latent_depth, joint_width=d.joint_width, joint_depth=d.joint_depth,
+      unary_x=d.unary_x, unary_z=d.unary_z, num_classes=config.num_classes, dtype=dtype)
   return Networks(generator, encoder, discriminator)

@@ -1,0 +1,92 @@
+"""Prints each network's parameter count and forward GFLOPs per example, as JSON.
+
+    python -m bigbigan.summary --config=configs/biggan.py:conditional
+
+Nothing is allocated: the variables' shapes come from `jax.eval_shape` of the init, and the
+FLOPs from XLA's cost analysis of the lowered (not compiled) inference forward on one
+example. Parameters count the "params" collection only; BatchNorm statistics and spectral
+norm's power-iteration vectors are listed apart as "state".
+"""
+
+import json
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from bigbigan.models.networks import build_networks
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+flags.mark_flags_as_required(["config"])
+
+# The input size of the MLP networks per dataset (flattened MNIST; 2-D mixture points).
+MLP_DATA_DIMS = {"mnist": 784, "mixture": 2}
+
+
+def _count(tree) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
+def _example_inputs(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """One example of each input of the network `name`, as abstract arrays."""
+  if config.network == "biggan":
+    # E has its own input resolution (BigBiGAN: 256 for E, 128 for G and D).
+    side = config.encoder.resolution if name == "encoder" else config.resolution
+    image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  else:
+    image = jax.ShapeDtypeStruct((1, MLP_DATA_DIMS[config.dataset]), jnp.float32)
+  z = jax.ShapeDtypeStruct((1, config.latent_dim), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.int32) if config.get("num_classes") else None
+  if name == "generator":
+    return {"z": z, "labels": labels} if labels is not None else {"z": z}
+  if name == "encoder":
+    return {"x": image}
+  inputs = {"x": image}
+  if config.encoder.kind != "none":  # D judges (x, z) pairs.
+    inputs["z"] = z
+  if labels is not None:
+    inputs["labels"] = labels
+  return inputs
+
+
+def summarise(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """{network: {"parameters", "state", "gflops_per_example", "inputs"}} for G, E and D."""
+  data_dim = MLP_DATA_DIMS[config.dataset] if config.network == "mlp" else 0
+  networks = build_networks(config, data_dim)
+  summary = {}
+  for name, module in networks._asdict().items():
+    if module is None:
+      continue
+    inputs = _example_inputs(config, name)
+    rngs = {"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)}
+    variables = jax.eval_shape(lambda kwargs: module.init(rngs, **kwargs, train=False),
+                               inputs)
+    forward = jax.jit(lambda v, kwargs: module.apply(v, **kwargs, train=False,
+                                                     rngs={"latent": jax.random.PRNGKey(0)}))
+    cost = forward.lower(variables, inputs).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    summary[name] = {
+        "parameters": _count(variables["params"]),
+        "state": {collection: _count(tree) for collection, tree in variables.items()
+                  if collection != "params"},
+        "gflops_per_example": round(float(cost["flops"]) / 1e9, 3),
+        "inputs": {k: str(tuple(v.shape)) for k, v in inputs.items()},
+    }
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  json.dump(summarise(_CONFIG.value), sys.stdout, indent=2)
+  print()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,72 @@
+"""BigBiGAN's networks at ImageNet scale (and BigGAN's), to size runs with.
+
+Commands (seconds on a CPU: shapes and XLA's cost analysis only, no weights allocated):
+
+  python -m bigbigan.summary --config=configs/biggan.py              # BigBiGAN, ResNet-50 E
+  python -m bigbigan.summary --config=configs/biggan.py:revnet50x4   # BigBiGAN's best E
+  python -m bigbigan.summary --config=configs/biggan.py:conditional  # BigGAN, 1,000 classes
+
+Expected (parameters; README.md has the forward GFLOPs): with `:conditional`, G 70.4M
+(70,433,988) and D 88.0M (87,982,370), BigGAN's published sizes at 128 pixels with ch 96.
+By default: the unconditional ("single label") G with 120-d z (70.3M); BigBiGAN's D, i.e.
+BigGAN's trunk F and the MLPs H(z) and J(F, H) of 8 layers of 2,048 units with skip
+connections (152.8M); and the stochastic ResNet-50 v2 encoder on 256-pixel images (23.5M
+in its trunk). RevNet-50 trunks: x1 5.4M, x2 21.5M, x4 85.8M.
+
+Variants, comma-separated: a resolution of G and D ("32", "64", "128": the default, or
+"256", whose z is 140-d: 20 per chunk as in BigGAN); an encoder ("resnet50": the default,
+"revnet50x1", "revnet50x2", "revnet50x4", or "deterministic" for z = mu); "conditional"
+(BigGAN: class-conditional G, no encoder, and a D of x alone with the class projection); the
+BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries";
+"bfloat16" (compute dtype; params stay float32).
+
+These networks cannot be trained yet: the trainer refuses config.network='biggan' until
+the BigBiGAN step and an image dataset exist.
+"""
+
+import ml_collections
+
+RESOLUTIONS = ("32", "64", "128", "256")
+ENCODERS = {"resnet50": ("resnet", 1), "revnet50x1": ("revnet", 1),
+            "revnet50x2": ("revnet", 2), "revnet50x4": ("revnet", 4)}
+UNARY_ABLATIONS = ("x_unary_only", "z_unary_only", "no_unaries")
+VARIANTS = RESOLUTIONS + tuple(ENCODERS) + UNARY_ABLATIONS + (
+    "conditional", "deterministic", "bfloat16")
+
+
+def get_config(variant: str = "128") -> ml_collections.ConfigDict:
+  """Returns the networks' config for comma-separated `variant`s of VARIANTS."""
+  variants = set(variant.split(","))
+  conditional = "conditional" in variants
+  if (not variants <= set(VARIANTS) or len(variants & set(RESOLUTIONS)) > 1
+      or len(variants & set(ENCODERS)) > 1 or len(variants & set(UNARY_ABLATIONS)) > 1
+      or (conditional and variants & (set(ENCODERS) | set(UNARY_ABLATIONS)
+                                      | {"deterministic"}))):
+    raise ValueError(f"configs/biggan.py:{variant}: allowed variants {VARIANTS}, "
+                     "comma-separated, with at most one resolution, one encoder and one "
+                     "unary ablation, and none of these with 'conditional' (no encoder)")
+  config = ml_collections.ConfigDict()
+  config.network = "biggan"
+  (resolution,) = variants & set(RESOLUTIONS) or {"128"}
+  config.resolution = int(resolution)  # G's output and D's input.
+  # One 20-d chunk of z per ResBlock and one for the dense layer.
+  config.latent_dim = 140 if config.resolution == 256 else 120
+  config.latent_prior = "normal"
+  config.num_classes = 1000 if conditional else 0
+  config.compute_dtype = "bfloat16" if "bfloat16" in variants else "float32"
+
+  config.generator = ml_collections.ConfigDict(dict(ch=96, shared_dim=128))
+  (encoder,) = variants & set(ENCODERS) or {"resnet50"}
+  backbone, width = ENCODERS[encoder]
+  config.encoder = ml_collections.ConfigDict(dict(
+      kind="none" if conditional else
+      "deterministic" if "deterministic" in variants else "stochastic",
+      backbone=backbone, depth=50, width=width, reversible=True,
+      head_width=4096, head_depth=4, latent_bound="none",
+      resolution=256))  # "High Res E": E sees 256 pixels, D their 2x2 average pool.
+  # With an encoder, D judges (x, z) pairs with F, H and J; without, x alone (BigGAN's D).
+  config.discriminator = ml_collections.ConfigDict(dict(
+      ch=96, latent_width=2048, latent_depth=8, joint_width=2048, joint_depth=8,
+      unary_x="z_unary_only" not in variants and "no_unaries" not in variants,
+      unary_z="x_unary_only" not in variants and "no_unaries" not in variants))
+  return config
