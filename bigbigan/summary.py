@@ -75,7 +75,7 @@ def summarise(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
         "parameters": _count(variables["params"]),
         "state": {collection: _count(tree) for collection, tree in variables.items()
                   if collection != "params"},
-        "gflops_per_example": round(float(cost["flops"]) / 1e9, 3),
+        "gflops_per_example": float(f"{float(cost['flops']) / 1e9:.4g}"),
         "inputs": {k: str(tuple(v.shape)) for k, v in inputs.items()},
     }
   return summary

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bigbigan.models.encoder import ImageEncoder
-from bigbigan.models.resnet import ResNetV2
-from bigbigan.models.revnet import RevNet, RevNetStage
+from bigbigan.models.resnet import ResNet50, _TinyResNet
+from bigbigan.models.revnet import RevNet50, RevNetStage, _TinyRevNet
 
 KEY = jax.random.PRNGKey(0)
 IMAGE_256 = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
@@ -28,8 +28,8 @@ def _shapes(module, x=IMAGE_256):
 
 
 @pytest.mark.parametrize("trunk, expected, features", [
-    (ResNetV2(depth=50), 23.5e6, 2048),
-    (RevNet(depth=50, width=4), 85.7e6, 8192),
+    (ResNet50(), 23.5e6, 2048),
+    (RevNet50(width=4), 85.7e6, 8192),
 ])
 def test_published_trunk_sizes(trunk, expected, features):
   variables, out = _shapes(trunk)
@@ -139,3 +139,11 @@ def test_tiny_presets_run_at_256_pixels(backbone):
   assert np.all(np.isfinite(out["z_sample"]))
   assert jax.tree.structure(state["batch_stats"]) == jax.tree.structure(
       variables["batch_stats"])
+
+
+@pytest.mark.parametrize("tiny", [_TinyResNet, _TinyRevNet])
+def test_tiny_presets_keep_the_structure(tiny):
+  # The test presets are the real trunks with fewer channels and units.
+  variables, out = _shapes(tiny())
+  assert out.shape == (1, 128)  # 32 x base_width 4.
+  assert any("stage_3" in name for name in variables["params"])

@@ -86,7 +86,7 @@ def test_keeps_the_last_n_checkpoints(tiny_config, tmp_path):
     (dict(batch_size=12), "config.batch_size=12 does not divide over 8 devices"),
     (dict(total_steps=0), "config.total_steps=0: must be a positive integer"),
     (dict(eval_every_steps=-5), "config.eval_every_steps=-5: must be a positive integer"),
-    (dict(network="transformer"), "config.network='transformer' is unknown: allowed ('mlp',)"),
+    (dict(network="transformer"), "config.network='transformer' is unknown: allowed ('mlp', 'biggan')"),
     (dict(loss="wasserstein"), "config.loss='wasserstein' is unknown: allowed"),
     (dict(encoder__kind="flow"), "config.encoder.kind='flow' is unknown: allowed"),
     (dict(update_mode="random"), "config.update_mode='random' is unknown"),

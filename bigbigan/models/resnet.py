@@ -10,6 +10,7 @@ the stride, BN, ReLU, 1x1 conv; a 1x1 projection shortcut where the shape change
 ReLU and global average pooling. `width` multiplies every stage's channels.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -93,3 +94,9 @@ class ResNetV2(nn.Module):
       features *= 2
     x = nn.relu(batch_norm(train, self.dtype, "bn_out")(x))
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+ResNet50 = functools.partial(ResNetV2, depth=50)
+ResNet101 = functools.partial(ResNetV2, depth=101)
+# Test-only: the same structure, 16x narrower and shallower; seconds at 256 pixels on a CPU.
+_TinyResNet = functools.partial(ResNetV2, depth=26, base_width=4)
