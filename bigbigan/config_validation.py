@@ -70,8 +70,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   """Raises ConfigError with a one-line message for the first unusable field."""
   _choice(config, "network", NETWORK_KINDS)
   if config.network == "biggan":
-    raise ConfigError("config.network='biggan' cannot be trained yet (there is no BigBiGAN "
-                      "training step or image dataset): size it with "
+    raise ConfigError("config.network='biggan' cannot be trained by the trainer yet (it "
+                      "has no image dataset for it): size it with "
                       "`python -m bigbigan.summary --config=...`")
   _choice(config, "dataset", DATASETS)
   positive_integers, non_negative_integers, positive_numbers = DATASET_FIELDS[config.dataset]

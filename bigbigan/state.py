@@ -1,5 +1,6 @@
 """The training state: one `NetworkState` per network, the step and the base rng key."""
 
+import dataclasses
 from typing import Any, Optional
 
 import flax
@@ -17,6 +18,8 @@ class NetworkState:
   params: Any
   opt_state: optax.OptState
   batch_stats: Any  # Empty when the network has no BatchNorm.
+  # Spectral norm's power-iteration vectors (models/layers.py); empty without spectral norm.
+  spectral: Any = dataclasses.field(default_factory=dict)
 
 
 @flax.struct.dataclass
@@ -33,13 +36,15 @@ class TrainState:
   ema: Optional[dict] = None
 
 
-def _init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
-                  *inputs) -> NetworkState:
+def init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
+                 *inputs) -> NetworkState:
+  """A network's params (initialised on `inputs`), optimizer state and BN/SN state."""
   param_rng, latent_rng = jax.random.split(rng)
   variables = module.init({"params": param_rng, "latent": latent_rng}, *inputs, train=False)
   params = variables["params"]
   return NetworkState(params=params, opt_state=tx.init(params),
-                      batch_stats=variables.get("batch_stats", {}))
+                      batch_stats=variables.get("batch_stats", {}),
+                      spectral=variables.get("spectral", {}))
 
 
 def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
@@ -55,16 +60,16 @@ def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTra
   x = jnp.zeros((1, data_dim), jnp.float32)
   encoder = None
   if networks.encoder is not None:
-    encoder = _init_network(networks.encoder, optimizers["encoder"], e_rng, x)
+    encoder = init_network(networks.encoder, optimizers["encoder"], e_rng, x)
   side_dim = latent_dim * (joint and networks.encoder is not None) + num_classes
   d_inputs = (x,) if not side_dim else (x, jnp.zeros((1, side_dim), jnp.float32))
   g_input = jnp.zeros((1, latent_dim + num_classes), jnp.float32)
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=step_rng,
-      generator=_init_network(networks.generator, optimizers["generator"], g_rng, g_input),
+      generator=init_network(networks.generator, optimizers["generator"], g_rng, g_input),
       encoder=encoder,
-      discriminator=_init_network(networks.discriminator, optimizers["discriminator"], d_rng,
+      discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
                                   *d_inputs),
   )
   return state.replace(ema=averaged_params(state)) if ema else state

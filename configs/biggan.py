@@ -20,8 +20,8 @@ Variants, comma-separated: a resolution of G and D ("32", "64", "128": the defau
 BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries";
 "bfloat16" (compute dtype; params stay float32).
 
-These networks cannot be trained yet: the trainer refuses config.network='biggan' until
-the BigBiGAN step and an image dataset exist.
+The update that trains them is bigbigan/bigbigan_steps.py (its fields are below), but the
+trainer refuses config.network='biggan' until it has an image dataset to feed it.
 """
 
 import ml_collections
@@ -55,13 +55,14 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   config.num_classes = 1000 if conditional else 0
   config.compute_dtype = "bfloat16" if "bfloat16" in variants else "float32"
 
-  config.generator = ml_collections.ConfigDict(dict(ch=96, shared_dim=128))
+  # BigGAN's orthogonal regularisation of G's weights, beta = 1e-4.
+  config.generator = ml_collections.ConfigDict(dict(ch=96, shared_dim=128, ortho_weight=1e-4))
   (encoder,) = variants & set(ENCODERS) or {"resnet50"}
   backbone, width = ENCODERS[encoder]
   config.encoder = ml_collections.ConfigDict(dict(
       kind="none" if conditional else
       "deterministic" if "deterministic" in variants else "stochastic",
-      backbone=backbone, depth=50, width=width, reversible=True,
+      backbone=backbone, depth=50, width=width, base_width=64, reversible=True,
       head_width=4096, head_depth=4, latent_bound="none",
       resolution=256))  # "High Res E": E sees 256 pixels, D their 2x2 average pool.
   # With an encoder, D judges (x, z) pairs with F, H and J; without, x alone (BigGAN's D).
@@ -69,4 +70,15 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
       ch=96, latent_width=2048, latent_depth=8, joint_width=2048, joint_depth=8,
       unary_x="z_unary_only" not in variants and "no_unaries" not in variants,
       unary_z="x_unary_only" not in variants and "no_unaries" not in variants))
+
+  # The update (bigbigan_steps.py), with BigGAN's optimiser settings: Adam with beta1 0,
+  # G 5e-5 (E the same times the multiplier), D 2e-4, two D steps per E/G step.
+  config.d_steps = 2
+  config.optimizer = ml_collections.ConfigDict(dict(
+      generator_learning_rate=5e-5, discriminator_learning_rate=2e-4,
+      encoder_learning_rate_multiplier=1.0, b1=0.0, b2=0.999, weight_decay=0.0,
+      lr_decay_start_fraction=1.0, lr_decay_final_scale=1.0))
+  config.total_steps = 500_000
+  config.ema_decay = 0.9999
+  config.ema_start_step = 20_000
   return config

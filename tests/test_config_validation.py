@@ -79,7 +79,7 @@ def test_biggan_configs_build_but_are_refused_for_training(variant):
   networks = build_networks(config)
   assert networks.discriminator.unary_x == ("z_unary_only" not in variant
                                             and "no_unaries" not in variant)
-  with pytest.raises(ConfigError, match="cannot be trained yet"):
+  with pytest.raises(ConfigError, match="cannot be trained by the trainer yet"):
     validate_config(config, num_devices=8)
   assert (networks.encoder is None) == (variant == "conditional")
   with pytest.raises(ValueError, match="at most one resolution"):

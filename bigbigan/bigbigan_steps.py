@@ -1,0 +1,190 @@
+"""The BigBiGAN update: `d_steps` discriminator steps, then one encoder/generator step, in one
+jitted call per iteration.
+
+    state = jax.jit(functools.partial(init_bigbigan_state, networks, optimizers, config=config),
+                    out_shardings=replicated)(rng)
+    train_step = make_bigbigan_train_step(config, networks, optimizers, mesh)
+    state, metrics = train_step(state, images)   # uint8 [d_steps, B, R_E, R_E, 3]
+
+Each D step takes its own slice of real images and fresh z; the E/G step reuses the last
+slice for E and draws fresh z for G. D sees images at G's resolution: E's input, average-
+pooled 2x2 when E's resolution is twice G's (the paper's "High Res E"). Real and fake pairs go
+through D as one concatenated batch, so spectral norm advances once per D call, as in
+BigGAN's code. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
+unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's
+weights. All networks run in training mode in both kinds of step, so BatchNorm statistics
+(over the global batch) and spectral-norm vectors advance with every forward; the EMA of G
+and E follows the E/G step. Without an encoder it is BigGAN's GAN ("No E" in the paper).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bigbigan import losses
+from bigbigan import sharding
+from bigbigan.errors import ConfigError
+from bigbigan.models.layers import SPECTRAL
+from bigbigan.models.networks import Networks
+from bigbigan.state import NetworkState, TrainState, init_network, averaged_params, update_ema
+from bigbigan.steps import sample_prior
+
+MUTABLE = ["batch_stats", SPECTRAL]
+
+
+def normalise_images(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh output."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
+  """E's images at D's (and G's) resolution: 2x2 average pooling until they match."""
+  while x.shape[1] > resolution:
+    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+  return x
+
+
+def _run(module, network: NetworkState, params, *inputs, rngs=None):
+  """A training-mode forward; returns (output, the network with its new BN and SN state)."""
+  variables = {"params": params, "batch_stats": network.batch_stats,
+               SPECTRAL: network.spectral}
+  variables = {name: value for name, value in variables.items() if value or name == "params"}
+  out, mutated = module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE)
+  return out, network.replace(batch_stats=mutated.get("batch_stats", network.batch_stats),
+                              spectral=mutated.get(SPECTRAL, network.spectral))
+
+
+def _update(network: NetworkState, grads, tx: optax.GradientTransformation) -> NetworkState:
+  updates, opt_state = tx.update(grads, network.opt_state, network.params)
+  return network.replace(params=optax.apply_updates(network.params, updates),
+                         opt_state=opt_state)
+
+
+def _split_scores(scores: dict[str, jax.Array], real: int) -> tuple[dict, dict]:
+  return ({k: v[:real] for k, v in scores.items()}, {k: v[real:] for k, v in scores.items()})
+
+
+def _score_metrics(real: dict, fake: dict) -> dict[str, jax.Array]:
+  metrics = {f"real_score_{k}": jnp.mean(v) for k, v in real.items()}
+  metrics.update({f"fake_score_{k}": jnp.mean(v) for k, v in fake.items()})
+  return metrics
+
+
+def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
+                        rng: jax.Array, config: ml_collections.ConfigDict) -> TrainState:
+  """Initialises G, E (if any) and D from `rng`; a pure function to jit with out_shardings."""
+  g_rng, e_rng, d_rng, step_rng = jax.random.split(rng, 4)
+  z = jnp.zeros((1, config.latent_dim), jnp.float32)
+  side = config.resolution
+  encoder = None
+  d_inputs = (jnp.zeros((1, side, side, 3), jnp.float32),)
+  if networks.encoder is not None:
+    e_side = config.encoder.resolution
+    encoder = init_network(networks.encoder, optimizers["encoder"], e_rng,
+                            jnp.zeros((1, e_side, e_side, 3), jnp.float32))
+    d_inputs += (z,)
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), rng=step_rng,
+      generator=init_network(networks.generator, optimizers["generator"], g_rng, z),
+      encoder=encoder,
+      discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
+                                  *d_inputs))
+  return state.replace(ema=averaged_params(state)) if config.ema_decay else state
+
+
+def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networks,
+                             optimizers: dict[str, optax.GradientTransformation], mesh: Mesh
+                             ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+  """Builds the jitted BigBiGAN iteration for `config` (see the module docstring).
+
+  The images are sharded on their batch axis (axis 1) over the mesh's `data` axis; the
+  state is replicated and donated.
+  """
+  if config.num_classes:
+    raise ConfigError(f"config.num_classes={config.num_classes}: BigBiGAN is unconditional "
+                      "(single label); set it to 0")
+  if config.d_steps < 1:
+    raise ConfigError(f"config.d_steps={config.d_steps!r}: must be an integer >= 1")
+  g_module, e_module, d_module = networks
+  has_encoder = e_module is not None
+  latent_shape = lambda x: (x.shape[0], config.latent_dim)
+  ortho_weight = config.generator.ortho_weight
+
+  def d_step(state: TrainState, x: jax.Array, rng: jax.Array):
+    z_rng, e_rng = jax.random.split(rng)
+    z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
+    # G and E are fixed during D's step: their outputs carry no gradient.
+    fake, generator = _run(g_module, state.generator, state.generator.params, z)
+    images = jnp.concatenate([to_discriminator_resolution(x, config.resolution),
+                              jax.lax.stop_gradient(fake)])
+    latents = None
+    encoder = state.encoder
+    if has_encoder:
+      encoded, encoder = _run(e_module, state.encoder, state.encoder.params, x,
+                              rngs={"latent": e_rng})
+      latents = jnp.concatenate([jax.lax.stop_gradient(encoded["z_sample"]), z])
+
+    def loss_fn(d_params):
+      scores, discriminator = _run(d_module, state.discriminator, d_params, images, latents)
+      real, fake_scores = _split_scores(scores, x.shape[0])
+      d_loss, _ = losses.score_losses(real, fake_scores)
+      return d_loss, (discriminator, {"d_loss": d_loss, **_score_metrics(real, fake_scores)})
+
+    grads, (discriminator, metrics) = jax.grad(loss_fn, has_aux=True)(
+        state.discriminator.params)
+    discriminator = _update(discriminator, grads, optimizers["discriminator"])
+    return state.replace(generator=generator, encoder=encoder,
+                         discriminator=discriminator), (grads, metrics)
+
+  def eg_step(state: TrainState, x: jax.Array, rng: jax.Array):
+    z_rng, e_rng = jax.random.split(rng)
+    z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
+    eg_params = {"generator": state.generator.params}
+    if has_encoder:
+      eg_params["encoder"] = state.encoder.params
+
+    def loss_fn(eg_params):
+      fake, generator = _run(g_module, state.generator, eg_params["generator"], z)
+      images = jnp.concatenate([to_discriminator_resolution(x, config.resolution), fake])
+      latents, encoder, extra = None, state.encoder, {}
+      if has_encoder:
+        encoded, encoder = _run(e_module, state.encoder, eg_params["encoder"], x,
+                                rngs={"latent": e_rng})
+        latents = jnp.concatenate([encoded["z_sample"], z])
+        # The spread of E(x) over the batch: near zero means the encoder has collapsed.
+        extra["encoder_std"] = jnp.mean(jnp.std(encoded["z_mean"], axis=0))
+      scores, discriminator = _run(d_module, state.discriminator, state.discriminator.params,
+                                   images, latents)
+      real, fake_scores = _split_scores(scores, x.shape[0])
+      _, eg_loss = losses.score_losses(real, fake_scores)
+      ortho = losses.orthogonal_regularisation(eg_params["generator"], ortho_weight)
+      metrics = {"eg_loss": eg_loss, "orthogonal_regularisation": ortho, **extra}
+      return eg_loss + ortho, (generator, encoder, discriminator, metrics)
+
+    grads, (generator, encoder, discriminator, metrics) = jax.grad(loss_fn, has_aux=True)(
+        eg_params)
+    generator = _update(generator, grads["generator"], optimizers["generator"])
+    if has_encoder:
+      encoder = _update(encoder, grads["encoder"], optimizers["encoder"])
+    metrics["eg_grad_norm"] = optax.tree.norm(grads)
+    return state.replace(generator=generator, encoder=encoder,
+                         discriminator=discriminator), metrics
+
+  def train_step(state: TrainState, images: jax.Array) -> tuple[TrainState, dict]:
+    x = normalise_images(images)
+    rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), config.d_steps + 1)
+    for i in range(config.d_steps):
+      state, (d_grads, d_metrics) = d_step(state, x[i], rngs[i])
+    state, metrics = eg_step(state, x[-1], rngs[-1])
+    metrics = {**d_metrics, **metrics, "d_grad_norm": optax.tree.norm(d_grads)}
+    state = state.replace(step=state.step + 1)
+    return update_ema(state, config.ema_decay, config.ema_start_step), metrics
+
+  replicated = sharding.replicated(mesh)
+  images = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+  return jax.jit(train_step, in_shardings=(replicated, images),
+                 out_shardings=(replicated, replicated), donate_argnums=0)

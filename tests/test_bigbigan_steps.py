@@ -1,0 +1,123 @@
+"""The BigBiGAN update on tiny networks: D steps per E/G step, the same result on 1 and 8
+devices, the state that advances, and the high-resolution encoder's pooled D input."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
+from bigbigan.errors import ConfigError
+from bigbigan.models.networks import build_networks
+from conftest import REPO, apply_overrides, load_config
+
+# E sees 64 pixels, G and D 32: D's real images are E's, 2x2 average-pooled.
+TINY = {"resolution": 32, "latent_dim": 64, "generator.ch": 2, "discriminator.ch": 2,
+        "discriminator.latent_width": 16, "discriminator.latent_depth": 2,
+        "discriminator.joint_width": 16, "discriminator.joint_depth": 2,
+        "encoder.depth": 26, "encoder.base_width": 4, "encoder.head_width": 16,
+        "encoder.head_depth": 2, "encoder.resolution": 64, "ema_start_step": 0,
+        "total_steps": 10}
+BATCH = 8
+
+
+def _tiny_config(**overrides):
+  return apply_overrides(load_config(f"{REPO}/configs/biggan.py"), {**TINY, **overrides})
+
+
+def _images(config, seed=0):
+  side = config.encoder.resolution
+  return np.random.default_rng(seed).integers(
+      0, 256, (config.d_steps, BATCH, side, side, 3), dtype=np.uint8)
+
+
+def _run(config, devices, steps=1):
+  mesh = sharding.make_mesh(devices)
+  networks = build_networks(config)
+  optimizers = optimizers_lib.make_optimizers(config)
+  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
+                           config=config)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  step = bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
+  history = []
+  for i in range(steps):
+    state, metrics = step(state, _images(config, seed=i))
+    history.append(jax.device_get(metrics))
+  return jax.device_get(state), history
+
+
+@pytest.fixture(scope="module")
+def two_d_steps():
+  config = _tiny_config(d_steps=2)
+  return config, _run(config, jax.devices())
+
+
+def _adam_count(network_state) -> int:
+  counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(network_state.opt_state)
+            if "count" in jax.tree_util.keystr(path)]
+  return int(counts[0])
+
+
+def test_two_discriminator_updates_per_encoder_generator_update(two_d_steps):
+  config, (state, history) = two_d_steps
+  assert int(state.step) == 1
+  assert _adam_count(state.discriminator) == 2
+  assert _adam_count(state.generator) == _adam_count(state.encoder) == 1
+  metrics = history[0]
+  for name in ("d_loss", "eg_loss", "orthogonal_regularisation", "encoder_std",
+               "real_score_x", "real_score_z", "real_score_xz", "fake_score_xz"):
+    assert np.isfinite(metrics[name]), name
+  assert metrics["orthogonal_regularisation"] > 0.0
+  # The EMA started from the params and moved with them.
+  ema_kernel = state.ema["generator"]["conv_out"]["kernel"]
+  assert not np.allclose(ema_kernel, 0.0)
+
+
+def test_batch_norm_and_spectral_state_advance(two_d_steps):
+  config, (state, _) = two_d_steps
+  fresh = jax.device_get(jax.jit(functools.partial(
+      bigbigan_steps.init_bigbigan_state, build_networks(config),
+      optimizers_lib.make_optimizers(config), config=config))(jax.random.PRNGKey(0)))
+  for network in ("generator", "encoder"):
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b),
+                         getattr(state, network).batch_stats,
+                         getattr(fresh, network).batch_stats)
+    assert all(jax.tree.leaves(moved)), network
+  # Spectral norm's vectors travel in their own collection, in float32. (Their values barely
+  # move in one step from an orthogonal init, whose singular values are all 1; the layer
+  # tests check the power iteration itself.)
+  for network in ("generator", "discriminator"):
+    spectral = jax.tree.leaves(getattr(state, network).spectral)
+    assert spectral and all(leaf.dtype == np.float32 for leaf in spectral), network
+  assert not state.encoder.spectral  # E has no spectral norm.
+
+
+def test_eight_devices_equal_one(two_d_steps):
+  config, (eight, history8) = two_d_steps
+  one, history1 = _run(config, jax.devices()[:1])
+  for name in ("d_loss", "eg_loss", "encoder_std", "d_grad_norm", "eg_grad_norm"):
+    assert history8[0][name] == pytest.approx(history1[0][name], rel=1e-4, abs=1e-6), name
+  # Adam's first step (beta1 = 0) moves each weight by about lr * sign(gradient): a gradient
+  # within round-off of 0 may take either sign, so the params agree to 2 lr.
+  lr = config.optimizer.generator_learning_rate
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=2.01 * lr),
+               eight.generator.params, one.generator.params)
+
+
+def test_discriminator_sees_the_pooled_encoder_images():
+  x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
+  pooled = bigbigan_steps.to_discriminator_resolution(x, 2)
+  np.testing.assert_allclose(pooled, np.asarray(x).reshape(2, 2, 2, 2, 2, 3).mean((2, 4)))
+  assert bigbigan_steps.to_discriminator_resolution(x, 4) is x
+  np.testing.assert_allclose(bigbigan_steps.normalise_images(jnp.array([0, 255], jnp.uint8)),
+                             [-1.0, 1.0])
+
+
+def test_conditional_is_refused():
+  config = _tiny_config(num_classes=10)
+  networks = build_networks(config)
+  with pytest.raises(ConfigError, match="unconditional"):
+    bigbigan_steps.make_bigbigan_train_step(
+        config, networks, optimizers_lib.make_optimizers(config), sharding.make_mesh())
