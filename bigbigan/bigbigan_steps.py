@@ -36,6 +36,11 @@ from bigbigan.steps import sample_prior
 MUTABLE = ["batch_stats", SPECTRAL]
 
 
+def image_sharding(mesh: Mesh) -> NamedSharding:
+  """The update's images, [d_steps, batch, ...]: the batch axis split over the `data` axis."""
+  return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+
+
 def normalise_images(images: jax.Array) -> jax.Array:
   """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh output."""
   return images.astype(jnp.float32) / 127.5 - 1.0
@@ -185,6 +190,5 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics
 
   replicated = sharding.replicated(mesh)
-  images = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
-  return jax.jit(train_step, in_shardings=(replicated, images),
+  return jax.jit(train_step, in_shardings=(replicated, image_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)

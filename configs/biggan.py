@@ -18,7 +18,9 @@ Variants, comma-separated: a resolution of G and D ("32", "64", "128": the defau
 "revnet50x1", "revnet50x2", "revnet50x4", or "deterministic" for z = mu); "conditional"
 (BigGAN: class-conditional G, no encoder, and a D of x alone with the class projection); the
 BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries";
-"bfloat16" (compute dtype; params stay float32).
+"bfloat16" (compute dtype; params stay float32); "tiny" (the same networks, narrow and
+shallow, G and D at 32 pixels and E at 64, batch 16: for CPU checks and
+`python -m bigbigan.benchmark --config=configs/biggan.py:tiny`).
 
 The update that trains them is bigbigan/bigbigan_steps.py (its fields are below), but the
 trainer refuses config.network='biggan' until it has an image dataset to feed it.
@@ -31,7 +33,7 @@ ENCODERS = {"resnet50": ("resnet", 1), "revnet50x1": ("revnet", 1),
             "revnet50x2": ("revnet", 2), "revnet50x4": ("revnet", 4)}
 UNARY_ABLATIONS = ("x_unary_only", "z_unary_only", "no_unaries")
 VARIANTS = RESOLUTIONS + tuple(ENCODERS) + UNARY_ABLATIONS + (
-    "conditional", "deterministic", "bfloat16")
+    "conditional", "deterministic", "bfloat16", "tiny")
 
 
 def get_config(variant: str = "128") -> ml_collections.ConfigDict:
@@ -73,6 +75,7 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
 
   # The update (bigbigan_steps.py), with BigGAN's optimiser settings: Adam with beta1 0,
   # G 5e-5 (E the same times the multiplier), D 2e-4, two D steps per E/G step.
+  config.batch_size = 2048  # The global batch of each D step and of the E/G step.
   config.d_steps = 2
   config.optimizer = ml_collections.ConfigDict(dict(
       generator_learning_rate=5e-5, discriminator_learning_rate=2e-4,
@@ -81,4 +84,17 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   config.total_steps = 500_000
   config.ema_decay = 0.9999
   config.ema_start_step = 20_000
+  if "tiny" in variants:
+    _shrink(config)
   return config
+
+
+def _shrink(config: ml_collections.ConfigDict) -> None:
+  """The same networks, narrow and shallow: a CPU step in well under a second."""
+  config.resolution, config.latent_dim, config.batch_size = 32, 64, 16
+  config.generator.ch = config.discriminator.ch = 4
+  for mlp in ("latent", "joint"):
+    config.discriminator[f"{mlp}_width"], config.discriminator[f"{mlp}_depth"] = 64, 2
+  config.encoder.update(dict(depth=26, base_width=8, head_width=64, head_depth=2,
+                             resolution=64))
+  config.ema_start_step = 0

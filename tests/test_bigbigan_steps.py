@@ -13,24 +13,16 @@ from bigbigan.errors import ConfigError
 from bigbigan.models.networks import build_networks
 from conftest import REPO, apply_overrides, load_config
 
-# E sees 64 pixels, G and D 32: D's real images are E's, 2x2 average-pooled.
-TINY = {"resolution": 32, "latent_dim": 64, "generator.ch": 2, "discriminator.ch": 2,
-        "discriminator.latent_width": 16, "discriminator.latent_depth": 2,
-        "discriminator.joint_width": 16, "discriminator.joint_depth": 2,
-        "encoder.depth": 26, "encoder.base_width": 4, "encoder.head_width": 16,
-        "encoder.head_depth": 2, "encoder.resolution": 64, "ema_start_step": 0,
-        "total_steps": 10}
-BATCH = 8
-
-
 def _tiny_config(**overrides):
-  return apply_overrides(load_config(f"{REPO}/configs/biggan.py"), {**TINY, **overrides})
+  # configs/biggan.py:tiny: E sees 64 pixels, G and D 32, so D's real images are E's,
+  # 2x2 average-pooled.
+  return apply_overrides(load_config(f"{REPO}/configs/biggan.py:tiny"), overrides)
 
 
 def _images(config, seed=0):
   side = config.encoder.resolution
   return np.random.default_rng(seed).integers(
-      0, 256, (config.d_steps, BATCH, side, side, 3), dtype=np.uint8)
+      0, 256, (config.d_steps, config.batch_size, side, side, 3), dtype=np.uint8)
 
 
 def _run(config, devices, steps=1):
@@ -40,17 +32,19 @@ def _run(config, devices, steps=1):
   init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
                            config=config)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  initial = jax.device_get(state)  # Before the step, which donates the state's buffers.
   step = bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
   history = []
   for i in range(steps):
     state, metrics = step(state, _images(config, seed=i))
     history.append(jax.device_get(metrics))
-  return jax.device_get(state), history
+  return jax.device_get(state), history, initial
 
 
 @pytest.fixture(scope="module")
 def two_d_steps():
-  config = _tiny_config(d_steps=2)
+  config = _tiny_config()
+  assert config.d_steps == 2
   return config, _run(config, jax.devices())
 
 
@@ -61,7 +55,7 @@ def _adam_count(network_state) -> int:
 
 
 def test_two_discriminator_updates_per_encoder_generator_update(two_d_steps):
-  config, (state, history) = two_d_steps
+  config, (state, history, _) = two_d_steps
   assert int(state.step) == 1
   assert _adam_count(state.discriminator) == 2
   assert _adam_count(state.generator) == _adam_count(state.encoder) == 1
@@ -76,10 +70,7 @@ def test_two_discriminator_updates_per_encoder_generator_update(two_d_steps):
 
 
 def test_batch_norm_and_spectral_state_advance(two_d_steps):
-  config, (state, _) = two_d_steps
-  fresh = jax.device_get(jax.jit(functools.partial(
-      bigbigan_steps.init_bigbigan_state, build_networks(config),
-      optimizers_lib.make_optimizers(config), config=config))(jax.random.PRNGKey(0)))
+  _, (state, _, fresh) = two_d_steps
   for network in ("generator", "encoder"):
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b),
                          getattr(state, network).batch_stats,
@@ -95,8 +86,8 @@ def test_batch_norm_and_spectral_state_advance(two_d_steps):
 
 
 def test_eight_devices_equal_one(two_d_steps):
-  config, (eight, history8) = two_d_steps
-  one, history1 = _run(config, jax.devices()[:1])
+  config, (eight, history8, _) = two_d_steps
+  one, history1, _ = _run(config, jax.devices()[:1])
   for name in ("d_loss", "eg_loss", "encoder_std", "d_grad_norm", "eg_grad_norm"):
     assert history8[0][name] == pytest.approx(history1[0][name], rel=1e-4, abs=1e-6), name
   # Adam's first step (beta1 = 0) moves each weight by about lr * sign(gradient): a gradient
@@ -121,3 +112,19 @@ def test_conditional_is_refused():
   with pytest.raises(ConfigError, match="unconditional"):
     bigbigan_steps.make_bigbigan_train_step(
         config, networks, optimizers_lib.make_optimizers(config), sharding.make_mesh())
+
+
+def test_benchmark_reports_every_field():
+  from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
+  results = benchmark.benchmark(_tiny_config(), steps=1, peak_tflops=1.0)
+  assert set(results) == {
+      "device", "devices", "batch_size", "d_steps", "compute_dtype", "compile_seconds",
+      "median_step_seconds", "images_per_second", "images_per_second_per_device",
+      "flops_per_step", "tflops_per_second_per_device", "mfu", "finite"}
+  assert results["devices"] == 8 and results["finite"]
+  assert results["images_per_second"] == pytest.approx(
+      2 * 16 / results["median_step_seconds"])
+  assert results["mfu"] == pytest.approx(results["tflops_per_second_per_device"] / 1.0)
+  assert results["flops_per_step"] > 1e8
+  with pytest.raises(ConfigError, match="does not divide over 8 devices"):
+    benchmark.benchmark(_tiny_config(batch_size=12), steps=1)

@@ -1,0 +1,101 @@
+"""Times the BigBiGAN update on this machine's devices and prints JSON with its MFU.
+
+    python -m bigbigan.benchmark --config=configs/biggan.py:tiny [--peak_tflops=790] \
+        [--steps=10] [--config.batch_size=256]
+
+Builds the state and the jitted update of `bigbigan_steps.py` for the config (the global
+batch over every device's `data` shard), feeds it random uint8 images already on the
+devices (the input pipeline is not measured), and reports:
+- `compile_seconds`, `median_step_seconds` (over `--steps` after two warm-up steps);
+- `images_per_second` (real images the update consumes: d_steps x batch_size per step) in
+  total and per device;
+- `flops_per_step` from XLA's cost analysis of the compiled update (one device's program),
+  `tflops_per_second_per_device`, and `mfu` against `--peak_tflops` per device if given.
+"""
+
+import functools
+import json
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
+from bigbigan.errors import BigBiganError, ConfigError
+from bigbigan.models.networks import build_networks
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/biggan.py config.")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of one device (for MFU).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps, after two warm-up steps.")
+flags.mark_flags_as_required(["config"])
+
+
+def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
+  """Compiles and times the update for `config`; returns the measurements."""
+  mesh = sharding.make_mesh()
+  if config.batch_size % mesh.devices.size:
+    raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
+                      f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}")
+  networks = build_networks(config)
+  optimizers = optimizers_lib.make_optimizers(config)
+  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
+                           config=config)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  train_step = bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
+  side = config.encoder.resolution if networks.encoder is not None else config.resolution
+  shape = (config.d_steps, config.batch_size, side, side, 3)
+  images = jax.device_put(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8),
+                          bigbigan_steps.image_sharding(mesh))
+
+  start = time.perf_counter()
+  compiled = train_step.lower(state, images).compile()
+  compile_seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost["flops"])
+
+  times = []
+  for i in range(steps + 2):
+    start = time.perf_counter()
+    state, metrics = compiled(state, images)
+    jax.block_until_ready((state, metrics))
+    if i >= 2:  # Warm-up steps are not timed.
+      times.append(time.perf_counter() - start)
+  step_seconds = statistics.median(times)
+  devices = mesh.devices.size
+  images_per_second = config.d_steps * config.batch_size / step_seconds
+  tflops = flops / step_seconds / 1e12
+  return {
+      "device": jax.devices()[0].device_kind, "devices": devices,
+      "batch_size": config.batch_size, "d_steps": config.d_steps,
+      "compute_dtype": config.compute_dtype,
+      "compile_seconds": round(compile_seconds, 2),
+      "median_step_seconds": step_seconds,
+      "images_per_second": images_per_second,
+      "images_per_second_per_device": images_per_second / devices,
+      "flops_per_step": flops,
+      "tflops_per_second_per_device": tflops,
+      "mfu": tflops / peak_tflops if peak_tflops else None,
+      "finite": bool(all(np.isfinite(v) for v in jax.device_get(metrics).values())),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    results = benchmark(_CONFIG.value, _STEPS.value, _PEAK_TFLOPS.value)
+  except BigBiganError as error:
+    print(f"bigbigan.benchmark: error: {error}", file=sys.stderr)
+    sys.exit(1)
+  json.dump(results, sys.stdout, indent=2)
+  print()
+
+
+if __name__ == "__main__":
+  app.run(main)
