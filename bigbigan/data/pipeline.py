@@ -36,6 +36,11 @@ MNIST_IMAGE_SHAPE = (28, 28, 1)
 MNIST_PIXELS = 28 * 28
 MNIST_CLASSES = 10
 MASK_KEY = "mask"
+STREAM_INDEX_KEY = "stream_index"  # Added to training examples before `preprocess`.
+# Datasets whose files must be downloaded by hand before `tfds build`.
+MANUAL_DOWNLOADS = {
+    "imagenet2012": "put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org)",
+}
 # Examples in the shuffle buffer; MNIST's 60,000 flattened images mix well with 10,000
 # (8 MB). Datasets of large images want fewer (each buffered example is a decoded image).
 DEFAULT_SHUFFLE_BUFFER_SIZE = 10_000
@@ -85,6 +90,12 @@ def prepared_builder(dataset: str, data_dir: str | None = None) -> tfds.core.Dat
   # `tfds build` writes last; the split sizes the iterators need come from them too.
   if not builder.is_prepared():
     root = builder.data_dir_root
+    family = dataset.split(":")[0].split("/")[0]
+    if family in MANUAL_DOWNLOADS:
+      raise DatasetError(
+          f"dataset '{dataset}' is not prepared in {root} and TFDS cannot download it: "
+          f"{MANUAL_DOWNLOADS[family]} in {root}/downloads/manual (TFDS's manual_dir), then "
+          f"run `tfds build {dataset} --data_dir={root}`")
     raise DatasetError(
         f"dataset '{dataset}' is not prepared in {root}: run `tfds build {dataset} "
         f"--data_dir={root}` on a machine with network access, or set TFDS_DATA_DIR "
@@ -148,8 +159,9 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
     split: a TFDS split string, e.g. "train" or "train[:50000]".
     global_batch_size: rows of the global batch; a multiple of the process count.
     seed: the data seed; the same seed gives the same batches.
-    preprocess: maps one TFDS example (a dict of tensors) to a dict of fixed-shape tensors,
-      e.g. `mnist_preprocess()`; it runs inside tf.data.
+    preprocess: maps one TFDS example (a dict of tensors, plus its int64 position in the
+      training stream of all processes under STREAM_INDEX_KEY, to seed augmentations) to a
+      dict of fixed-shape tensors, e.g. `mnist_preprocess()`; it runs inside tf.data.
     data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
     start_step: the first step to yield; a resumed run passes its restored step.
     process_index: this process; defaults to `jax.process_index()`.
@@ -191,6 +203,12 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
   first_epoch, examples_into_epoch = divmod(start_step * local_batch_size, examples_per_epoch)
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled_epoch)
   ds = ds.skip(examples_into_epoch)
+  # Each example's place in the stream of all processes, STREAM_INDEX_KEY, seeds its random
+  # augmentations (data/images.py): a resumed run draws the same ones.
+  first = first_epoch * examples_per_epoch + examples_into_epoch
+  ds = ds.enumerate(start=first).map(
+      lambda index, example: {**example,
+                              STREAM_INDEX_KEY: index * process_count + process_index})
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
