@@ -29,10 +29,6 @@ from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.models.networks import build_networks
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/biggan.py config.")
-_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of one device (for MFU).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps, after two warm-up steps.")
-flags.mark_flags_as_required(["config"])
 
 
 def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
@@ -98,4 +94,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not on import: `benchmark()` is importable beside other tools.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/biggan.py config.")
+  _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
+                                    "Peak TFLOP/s of one device (for MFU).")
+  _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps, after two warm-up steps.")
+  flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -8,7 +8,9 @@ jitted call per iteration.
 
 Each D step takes its own slice of real images and fresh z; the E/G step reuses the last
 slice for E and draws fresh z for G. D sees images at G's resolution: E's input, average-
-pooled 2x2 when E's resolution is twice G's (the paper's "High Res E"). Real and fake pairs go
+pooled 2x2 when E's resolution is twice G's (the paper's "High Res E"). BatchNorm statistics
+are over the global batch, or over each device's shard with
+`config.batch_norm_scope="per_device"` (`run_network`). Real and fake pairs go
 through D as one concatenated batch, so spectral norm advances once per D call, as in
 BigGAN's code. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
 unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's
@@ -17,7 +19,8 @@ weights. All networks run in training mode in both kinds of step, so BatchNorm s
 and E follows the E/G step. Without an encoder it is BigGAN's GAN ("No E" in the paper).
 """
 
-from typing import Callable
+import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +37,8 @@ from bigbigan.state import NetworkState, TrainState, init_network, averaged_para
 from bigbigan.steps import sample_prior
 
 MUTABLE = ["batch_stats", SPECTRAL]
+# BatchNorm statistics over the global batch (cross-replica, as BigGAN) or per device.
+BATCH_NORM_SCOPES = ("global", "per_device")
 
 
 def image_sharding(mesh: Mesh) -> NamedSharding:
@@ -53,12 +58,36 @@ def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
   return x
 
 
-def _run(module, network: NetworkState, params, *inputs, rngs=None):
-  """A training-mode forward; returns (output, the network with its new BN and SN state)."""
+def run_network(module, network: NetworkState, params, *inputs, rngs=None,
+                per_device_mesh: Optional[Mesh] = None):
+  """A training-mode forward; returns (output, the network with its new BN and SN state).
+
+  BatchNorm statistics are over the global batch (jit computes them across devices), or,
+  with `per_device_mesh`, over each device's shard of the batch alone: the forward then runs
+  under `jax.shard_map` over the mesh's data axis, and the running averages and spectral
+  vectors it returns are the devices' mean (they must stay replicated). Randomness (E's
+  noise) is folded with the device index there, so devices draw different noise.
+  """
   variables = {"params": params, "batch_stats": network.batch_stats,
                SPECTRAL: network.spectral}
   variables = {name: value for name, value in variables.items() if value or name == "params"}
-  out, mutated = module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE)
+
+  def forward(variables, inputs, rngs):
+    return module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE)
+
+  if per_device_mesh is None:
+    out, mutated = forward(variables, inputs, rngs)
+  else:
+    def local(variables, inputs, rngs):
+      device = jax.lax.axis_index(sharding.DATA_AXIS)
+      rngs = jax.tree.map(lambda key: jax.random.fold_in(key, device), rngs)
+      out, mutated = forward(variables, inputs, rngs)
+      return out, jax.lax.pmean(mutated, sharding.DATA_AXIS)
+
+    batch, replicated = PartitionSpec(sharding.DATA_AXIS), PartitionSpec()
+    out, mutated = jax.shard_map(local, mesh=per_device_mesh,
+                                 in_specs=(replicated, batch, replicated),
+                                 out_specs=(batch, replicated))(variables, inputs, rngs)
   return out, network.replace(batch_stats=mutated.get("batch_stats", network.batch_stats),
                               spectral=mutated.get(SPECTRAL, network.spectral))
 
@@ -114,8 +143,14 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
                       "(single label); set it to 0")
   if config.d_steps < 1:
     raise ConfigError(f"config.d_steps={config.d_steps!r}: must be an integer >= 1")
+  if config.batch_norm_scope not in BATCH_NORM_SCOPES:
+    raise ConfigError(f"config.batch_norm_scope={config.batch_norm_scope!r}: allowed "
+                      f"{BATCH_NORM_SCOPES}")
   g_module, e_module, d_module = networks
   has_encoder = e_module is not None
+  _run = functools.partial(
+      run_network,
+      per_device_mesh=mesh if config.batch_norm_scope == "per_device" else None)
   latent_shape = lambda x: (x.shape[0], config.latent_dim)
   ortho_weight = config.generator.ortho_weight
 

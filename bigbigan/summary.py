@@ -22,9 +22,6 @@ from ml_collections import config_flags
 
 from bigbigan.models.networks import build_networks
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-flags.mark_flags_as_required(["config"])
-
 # The input size of the MLP networks per dataset (flattened MNIST; 2-D mixture points).
 MLP_DATA_DIMS = {"mnist": 784, "mixture": 2}
 
@@ -89,4 +86,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not on import: the library functions are importable beside other tools.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -76,6 +76,8 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   # The update (bigbigan_steps.py), with BigGAN's optimiser settings: Adam with beta1 0,
   # G 5e-5 (E the same times the multiplier), D 2e-4, two D steps per E/G step.
   config.batch_size = 2048  # The global batch of each D step and of the E/G step.
+  # BatchNorm statistics over the "global" batch (as BigGAN) or "per_device".
+  config.batch_norm_scope = "global"
   config.d_steps = 2
   config.optimizer = ml_collections.ConfigDict(dict(
       generator_learning_rate=5e-5, discriminator_learning_rate=2e-4,

@@ -3,6 +3,7 @@ devices, the state that advances, and the high-resolution encoder's pooled D inp
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
 from bigbigan.errors import ConfigError
 from bigbigan.models.networks import build_networks
+from bigbigan.state import NetworkState
 from conftest import REPO, apply_overrides, load_config
 
 def _tiny_config(**overrides):
@@ -128,3 +130,58 @@ def test_benchmark_reports_every_field():
   assert results["flops_per_step"] > 1e8
   with pytest.raises(ConfigError, match="does not divide over 8 devices"):
     benchmark.benchmark(_tiny_config(batch_size=12), steps=1)
+
+
+class _Normalised(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.BatchNorm(use_running_average=not train, momentum=0.0, use_scale=False,
+                        use_bias=False)(x)
+
+
+def test_per_device_batch_norm_uses_each_shard_statistics():
+  # Eight shards with different means: per device, each is normalised by its own statistics.
+  x = jnp.repeat(jnp.arange(8.0), 4)[:, None] * 2.0 + jax.random.normal(
+      jax.random.PRNGKey(0), (32, 1))
+  module = _Normalised()
+  variables = module.init(jax.random.PRNGKey(0), x, train=False)
+  network = NetworkState(params={}, opt_state=(), batch_stats=variables["batch_stats"])
+  mesh = sharding.make_mesh()
+
+  def run(per_device_mesh):
+    return jax.jit(lambda x: bigbigan_steps.run_network(
+        module, network, {}, x, per_device_mesh=per_device_mesh))(x)
+
+  (global_out, global_net), (local_out, local_net) = run(None), run(mesh)
+  xs = np.asarray(x, np.float64).reshape(8, 4)
+  np.testing.assert_allclose(global_out[:, 0], ((xs - xs.mean()) / np.sqrt(
+      xs.var() + 1e-5)).ravel(), rtol=1e-4, atol=1e-4)
+  local = (xs - xs.mean(1, keepdims=True)) / np.sqrt(xs.var(1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(local_out[:, 0], local.ravel(), rtol=1e-4, atol=1e-4)
+  # The running mean is the same either way (the mean of equal shards' means); the running
+  # variance per device misses the spread between the shards' means.
+  stats = lambda net: net.batch_stats["BatchNorm_0"]
+  np.testing.assert_allclose(stats(local_net)["mean"], stats(global_net)["mean"], rtol=1e-5)
+  np.testing.assert_allclose(stats(global_net)["var"], xs.var(), rtol=1e-4)
+  np.testing.assert_allclose(stats(local_net)["var"], xs.var(1).mean(), rtol=1e-4)
+  # On one device the two scopes agree.
+  one = sharding.make_mesh(jax.devices()[:1])
+  single = jax.jit(lambda x: bigbigan_steps.run_network(module, network, {}, x,
+                                                        per_device_mesh=one))(x)
+  np.testing.assert_allclose(single[0], global_out, rtol=1e-5, atol=1e-6)
+
+
+def test_per_device_batch_norm_step(two_d_steps):
+  config, (global_state, global_history, _) = two_d_steps
+  config = apply_overrides(config.copy_and_resolve_references(),
+                           {"batch_norm_scope": "per_device"})
+  state, history, _ = _run(config, jax.devices())
+  assert all(np.isfinite(v) for v in history[0].values())
+  # The generator's BN statistics now come from single-example shards: they differ.
+  differs = jax.tree.map(lambda a, b: not np.allclose(a, b), state.generator.batch_stats,
+                         global_state.generator.batch_stats)
+  assert any(jax.tree.leaves(differs))
+  with pytest.raises(ConfigError, match="batch_norm_scope='device'"):
+    bigbigan_steps.make_bigbigan_train_step(
+        _tiny_config(batch_norm_scope="device"), build_networks(config),
+        optimizers_lib.make_optimizers(config), sharding.make_mesh())
