@@ -1,7 +1,9 @@
-"""Times the BigBiGAN update on this machine's devices and prints JSON with its MFU.
+"""Times the BigBiGAN update on this machine's devices and prints JSON with its MFU; or,
+with `--pipeline`, the input pipeline alone.
 
     python -m bigbigan.benchmark --config=configs/biggan.py:tiny [--peak_tflops=790] \
         [--steps=10] [--config.batch_size=256]
+    python -m bigbigan.benchmark --config=configs/biggan.py --pipeline
 
 Builds the state and the jitted update of `bigbigan_steps.py` for the config (the global
 batch over every device's `data` shard), feeds it random uint8 images already on the
@@ -11,6 +13,11 @@ devices (the input pipeline is not measured), and reports:
   total and per device;
 - `flops_per_step` from XLA's cost analysis of the compiled update (one device's program),
   `tflops_per_second_per_device`, and `mfu` against `--peak_tflops` per device if given.
+
+`--pipeline` decodes synthetic 500x375 JPEGs (ImageNet's typical size) and applies the
+training preprocessing of data/images.py at the encoder's resolution (random-resized crop,
+resize, flip) with tf.data on every CPU core, and reports images per second in total and per
+core: how many cores keep the devices fed.
 """
 
 import functools
@@ -81,11 +88,43 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
   }
 
 
+def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20) -> dict:
+  """Images/s of JPEG decoding and BigBiGAN's training preprocessing at `resolution`."""
+  import os  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan.data import images, pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.hide_accelerators_from_tensorflow()
+  rng = np.random.default_rng(0)
+  jpegs = [tf.io.encode_jpeg(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).numpy()
+           for _ in range(32)]
+  preprocess = images.image_preprocess("imagenet2012", resolution, train=True)
+  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate().map(
+      lambda index, jpeg: preprocess({"image": tf.io.decode_jpeg(jpeg, channels=3),
+                                      pipeline.STREAM_INDEX_KEY: index}),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  batches_iter = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  for _ in range(3):  # Warm-up: thread pools and autotuning.
+    next(batches_iter)
+  start = time.perf_counter()
+  for _ in range(batches):
+    batch = next(batches_iter)
+  seconds = time.perf_counter() - start
+  cores = os.cpu_count()
+  images_per_second = batches * batch_size / seconds
+  return {"mode": "pipeline", "resolution": resolution, "batch_size": batch_size,
+          "image_shape": list(batch["image"].shape[1:]), "cpu_cores": cores,
+          "images_per_second": images_per_second,
+          "images_per_second_per_core": images_per_second / cores}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    results = benchmark(_CONFIG.value, _STEPS.value, _PEAK_TFLOPS.value)
+    if _PIPELINE.value:
+      results = pipeline_benchmark(_CONFIG.value.encoder.resolution)
+    else:
+      results = benchmark(_CONFIG.value, _STEPS.value, _PEAK_TFLOPS.value)
   except BigBiganError as error:
     print(f"bigbigan.benchmark: error: {error}", file=sys.stderr)
     sys.exit(1)
@@ -99,5 +138,6 @@ if __name__ == "__main__":
   _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
                                     "Peak TFLOP/s of one device (for MFU).")
   _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps, after two warm-up steps.")
+  _PIPELINE = flags.DEFINE_bool("pipeline", False, "Time the input pipeline alone.")
   flags.mark_flags_as_required(["config"])
   app.run(main)

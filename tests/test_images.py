@@ -62,3 +62,13 @@ def test_unknown_dataset_and_unprepared_imagenet_are_clear_errors(tmp_path):
   message = str(error.value)
   assert "ILSVRC2012_img_train.tar" in message and f"{tmp_path}/downloads/manual" in message
   assert "\n" not in message
+
+
+def test_pipeline_benchmark_reports_images_per_core():
+  from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
+  results = benchmark.pipeline_benchmark(resolution=64, batch_size=8, batches=2)
+  assert set(results) == {"mode", "resolution", "batch_size", "image_shape", "cpu_cores",
+                          "images_per_second", "images_per_second_per_core"}
+  assert results["image_shape"] == [64, 64, 3]
+  assert results["images_per_second_per_core"] == pytest.approx(
+      results["images_per_second"] / results["cpu_cores"])
