@@ -119,14 +119,14 @@ def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.Gradient
   if networks.encoder is not None:
     e_side = config.encoder.resolution
     encoder = init_network(networks.encoder, optimizers["encoder"], e_rng,
-                            jnp.zeros((1, e_side, e_side, 3), jnp.float32))
+                           jnp.zeros((1, e_side, e_side, 3), jnp.float32))
     d_inputs += (z,)
   state = TrainState(
       step=jnp.zeros((), jnp.int32), rng=step_rng,
       generator=init_network(networks.generator, optimizers["generator"], g_rng, z),
       encoder=encoder,
       discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
-                                  *d_inputs))
+                                 *d_inputs))
   return state.replace(ema=averaged_params(state)) if config.ema_decay else state
 
 

@@ -70,7 +70,7 @@ def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTra
       generator=init_network(networks.generator, optimizers["generator"], g_rng, g_input),
       encoder=encoder,
       discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
-                                  *d_inputs),
+                                 *d_inputs),
   )
   return state.replace(ema=averaged_params(state)) if ema else state
 
