@@ -20,7 +20,6 @@ resize, flip) with tf.data on every CPU core, and reports images per second in t
 core: how many cores keep the devices fed.
 """
 
-import functools
 import json
 import statistics
 import sys
@@ -32,9 +31,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
+from bigbigan import bigbigan_steps, sharding
 from bigbigan.errors import BigBiganError, ConfigError
-from bigbigan.models.networks import build_networks
+from bigbigan.summary import xla_flops
 
 
 
@@ -44,13 +43,8 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
   if config.batch_size % mesh.devices.size:
     raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
                       f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}")
-  networks = build_networks(config)
-  optimizers = optimizers_lib.make_optimizers(config)
-  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
-                           config=config)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  train_step = bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
-  side = config.encoder.resolution if networks.encoder is not None else config.resolution
+  state, train_step = bigbigan_steps.create_state_and_step(config, mesh)
+  side = config.encoder.resolution if config.encoder.kind != "none" else config.resolution
   shape = (config.d_steps, config.batch_size, side, side, 3)
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8),
                           bigbigan_steps.image_sharding(mesh))
@@ -58,9 +52,7 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
   start = time.perf_counter()
   compiled = train_step.lower(state, images).compile()
   compile_seconds = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost["flops"])
+  flops = xla_flops(compiled)
 
   times = []
   for i in range(steps + 2):

@@ -1,9 +1,7 @@
 """The BigBiGAN update: `d_steps` discriminator steps, then one encoder/generator step, in one
 jitted call per iteration.
 
-    state = jax.jit(functools.partial(init_bigbigan_state, networks, optimizers, config=config),
-                    out_shardings=replicated)(rng)
-    train_step = make_bigbigan_train_step(config, networks, optimizers, mesh)
+    state, train_step = create_state_and_step(config, mesh)
     state, metrics = train_step(state, images)   # uint8 [d_steps, B, R_E, R_E, 3]
 
 Each D step takes its own slice of real images and fresh z; the E/G step reuses the last
@@ -32,7 +30,8 @@ from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
 from bigbigan.models.layers import SPECTRAL
-from bigbigan.models.networks import Networks
+from bigbigan import optimizers as optimizers_lib
+from bigbigan.models.networks import Networks, build_networks
 from bigbigan.state import NetworkState, TrainState, init_network, averaged_params, update_ema
 from bigbigan.steps import sample_prior
 
@@ -130,6 +129,18 @@ def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.Gradient
   return state.replace(ema=averaged_params(state)) if config.ema_decay else state
 
 
+def create_state_and_step(config: ml_collections.ConfigDict, mesh: Mesh, seed: int = 0
+                          ) -> tuple[TrainState, Callable[[TrainState, jax.Array],
+                                                         tuple[TrainState, dict]]]:
+  """The config's networks and optimizers: a replicated initial state on `mesh` and the
+  jitted update (`make_bigbigan_train_step`)."""
+  networks = build_networks(config)
+  optimizers = optimizers_lib.make_optimizers(config)
+  init = functools.partial(init_bigbigan_state, networks, optimizers, config=config)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(seed))
+  return state, make_bigbigan_train_step(config, networks, optimizers, mesh)
+
+
 def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networks,
                              optimizers: dict[str, optax.GradientTransformation], mesh: Mesh
                              ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
@@ -154,13 +165,12 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   latent_shape = lambda x: (x.shape[0], config.latent_dim)
   ortho_weight = config.generator.ortho_weight
 
-  def d_step(state: TrainState, x: jax.Array, rng: jax.Array):
+  def d_step(state: TrainState, x: jax.Array, x_d: jax.Array, rng: jax.Array):
     z_rng, e_rng = jax.random.split(rng)
     z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
     # G and E are fixed during D's step: their outputs carry no gradient.
     fake, generator = _run(g_module, state.generator, state.generator.params, z)
-    images = jnp.concatenate([to_discriminator_resolution(x, config.resolution),
-                              jax.lax.stop_gradient(fake)])
+    images = jnp.concatenate([x_d, jax.lax.stop_gradient(fake)])
     latents = None
     encoder = state.encoder
     if has_encoder:
@@ -180,7 +190,7 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     return state.replace(generator=generator, encoder=encoder,
                          discriminator=discriminator), (grads, metrics)
 
-  def eg_step(state: TrainState, x: jax.Array, rng: jax.Array):
+  def eg_step(state: TrainState, x: jax.Array, x_d: jax.Array, rng: jax.Array):
     z_rng, e_rng = jax.random.split(rng)
     z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
     eg_params = {"generator": state.generator.params}
@@ -189,7 +199,7 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
     def loss_fn(eg_params):
       fake, generator = _run(g_module, state.generator, eg_params["generator"], z)
-      images = jnp.concatenate([to_discriminator_resolution(x, config.resolution), fake])
+      images = jnp.concatenate([x_d, fake])
       latents, encoder, extra = None, state.encoder, {}
       if has_encoder:
         encoded, encoder = _run(e_module, state.encoder, eg_params["encoder"], x,
@@ -216,10 +226,12 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
   def train_step(state: TrainState, images: jax.Array) -> tuple[TrainState, dict]:
     x = normalise_images(images)
+    # D's real images, once per slice; the E/G step reuses the last D step's.
+    x_d = [to_discriminator_resolution(x[i], config.resolution) for i in range(config.d_steps)]
     rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), config.d_steps + 1)
     for i in range(config.d_steps):
-      state, (d_grads, d_metrics) = d_step(state, x[i], rngs[i])
-    state, metrics = eg_step(state, x[-1], rngs[-1])
+      state, (d_grads, d_metrics) = d_step(state, x[i], x_d[i], rngs[i])
+    state, metrics = eg_step(state, x[-1], x_d[-1], rngs[-1])
     metrics = {**d_metrics, **metrics, "d_grad_norm": optax.tree.norm(d_grads)}
     state = state.replace(step=state.step + 1)
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics

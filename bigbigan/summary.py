@@ -26,6 +26,13 @@ from bigbigan.models.networks import build_networks
 MLP_DATA_DIMS = {"mnist": 784, "mixture": 2}
 
 
+def xla_flops(computation) -> float:
+  """FLOPs of a lowered or compiled jax computation, from XLA's cost analysis."""
+  cost = computation.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per device.
+  return float(cost["flops"])
+
+
 def _count(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
@@ -66,13 +73,12 @@ def summarise(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
                                inputs)
     forward = jax.jit(lambda v, kwargs: module.apply(v, **kwargs, train=False,
                                                      rngs={"latent": jax.random.PRNGKey(0)}))
-    cost = forward.lower(variables, inputs).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = xla_flops(forward.lower(variables, inputs))
     summary[name] = {
         "parameters": _count(variables["params"]),
         "state": {collection: _count(tree) for collection, tree in variables.items()
                   if collection != "params"},
-        "gflops_per_example": float(f"{float(cost['flops']) / 1e9:.4g}"),
+        "gflops_per_example": float(f"{flops / 1e9:.4g}"),
         "inputs": {k: str(tuple(v.shape)) for k, v in inputs.items()},
     }
   return summary

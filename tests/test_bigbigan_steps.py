@@ -1,7 +1,6 @@
 """The BigBiGAN update on tiny networks: D steps per E/G step, the same result on 1 and 8
 devices, the state that advances, and the high-resolution encoder's pooled D input."""
 
-import functools
 
 import flax.linen as nn
 import jax
@@ -28,14 +27,8 @@ def _images(config, seed=0):
 
 
 def _run(config, devices, steps=1):
-  mesh = sharding.make_mesh(devices)
-  networks = build_networks(config)
-  optimizers = optimizers_lib.make_optimizers(config)
-  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
-                           config=config)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  state, step = bigbigan_steps.create_state_and_step(config, sharding.make_mesh(devices))
   initial = jax.device_get(state)  # Before the step, which donates the state's buffers.
-  step = bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
   history = []
   for i in range(steps):
     state, metrics = step(state, _images(config, seed=i))

@@ -207,9 +207,9 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
   # augmentations (data/images.py): a resumed run draws the same ones.
   first = first_epoch * examples_per_epoch + examples_into_epoch
   ds = ds.enumerate(start=first).map(
-      lambda index, example: {**example,
-                              STREAM_INDEX_KEY: index * process_count + process_index})
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+      lambda index, example: preprocess(
+          {**example, STREAM_INDEX_KEY: index * process_count + process_index}),
+      num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
   return ds.as_numpy_iterator()
