@@ -32,7 +32,8 @@ from bigbigan.errors import ConfigError
 from bigbigan.models.layers import SPECTRAL
 from bigbigan import optimizers as optimizers_lib
 from bigbigan.models.networks import Networks, build_networks
-from bigbigan.state import NetworkState, TrainState, init_network, averaged_params, update_ema
+from bigbigan.state import (NetworkState, TrainState, averaged_params, inference_params,
+                            init_network, update_ema)
 from bigbigan.steps import sample_prior
 
 MUTABLE = ["batch_stats", SPECTRAL]
@@ -40,9 +41,12 @@ MUTABLE = ["batch_stats", SPECTRAL]
 BATCH_NORM_SCOPES = ("global", "per_device")
 
 
+# The update's images are [d_steps, batch, ...]: the batch axis is split over `data`.
+IMAGE_BATCH_AXIS = 1
+
+
 def image_sharding(mesh: Mesh) -> NamedSharding:
-  """The update's images, [d_steps, batch, ...]: the batch axis split over the `data` axis."""
-  return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+  return sharding.batch_sharded(mesh, IMAGE_BATCH_AXIS)
 
 
 def normalise_images(images: jax.Array) -> jax.Array:
@@ -57,6 +61,13 @@ def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
   return x
 
 
+def _variables(network: NetworkState, params) -> dict:
+  """Flax variables: `params` and the network's BN and SN state (the collections it has)."""
+  variables = {"params": params, "batch_stats": network.batch_stats,
+               SPECTRAL: network.spectral}
+  return {name: value for name, value in variables.items() if value or name == "params"}
+
+
 def run_network(module, network: NetworkState, params, *inputs, rngs=None,
                 per_device_mesh: Optional[Mesh] = None):
   """A training-mode forward; returns (output, the network with its new BN and SN state).
@@ -67,9 +78,7 @@ def run_network(module, network: NetworkState, params, *inputs, rngs=None,
   vectors it returns are the devices' mean (they must stay replicated). Randomness (E's
   noise) is folded with the device index there, so devices draw different noise.
   """
-  variables = {"params": params, "batch_stats": network.batch_stats,
-               SPECTRAL: network.spectral}
-  variables = {name: value for name, value in variables.items() if value or name == "params"}
+  variables = _variables(network, params)
 
   def forward(variables, inputs, rngs):
     return module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE)
@@ -239,3 +248,34 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, image_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_bigbigan_inference_fns(networks: Networks, mesh: Mesh
+                                ) -> dict[str, Callable[..., jax.Array]]:
+  """Jitted evaluation-mode G and E: EMA params if the state keeps them, BatchNorm on its
+  running averages, spectral norm on its stored vectors; inputs and outputs sharded on
+  `data`.
+
+  Returns {"generate": (state, z) -> G(z) in [-1, 1], float32} and, with an encoder,
+  {"encode": (state, x in [-1, 1]) -> E's outputs (z_mean, z_sample, avepool_feat,
+  bn_crelu_feat)}; E's noise comes from a fixed key, so `encode` is a function of x alone.
+  """
+  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+
+  def apply(name: str, state: TrainState, *inputs, **kwargs):
+    network = getattr(state, name)
+    module = getattr(networks, name)
+    return module.apply(_variables(network, inference_params(state, name)), *inputs,
+                        train=False, **kwargs)
+
+  def generate(state: TrainState, z: jax.Array) -> jax.Array:
+    return apply("generator", state, z).astype(jnp.float32)
+
+  def encode(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
+    outputs = apply("encoder", state, x, rngs={"latent": jax.random.PRNGKey(0)})
+    return jax.tree.map(lambda v: v.astype(jnp.float32), outputs)
+
+  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch)}
+  if networks.encoder is not None:
+    fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch), out_shardings=batch)
+  return fns

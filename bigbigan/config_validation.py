@@ -4,12 +4,17 @@ import numbers
 
 import ml_collections
 
+from bigbigan import bigbigan_steps
 from bigbigan import losses
 from bigbigan import steps
 from bigbigan import tasks
+from bigbigan.data import images
 from bigbigan.errors import ConfigError
+from bigbigan.models import biggan
+from bigbigan.models import encoder as encoder_lib
 from bigbigan.models import mlp
-from bigbigan.models.networks import ENCODER_KINDS, NETWORK_KINDS
+from bigbigan.models import resnet
+from bigbigan.models.networks import COMPUTE_DTYPES, ENCODER_KINDS, NETWORK_KINDS
 
 DATASETS = tuple(tasks.TASKS)
 NETWORKS = ("generator", "encoder", "discriminator")
@@ -24,6 +29,13 @@ DATASET_FIELDS = {
                  "mixture.num_eval"), ("mixture.data_seed",), ("mixture.std", "mixture.spacing")),
     "mnist": (("eval_batch_size",), (), ()),
 }
+# BigBiGAN's (configs/bigbigan_base.py) in addition to the shared ones.
+BIGBIGAN_POSITIVE_INTEGERS = ("d_steps", "eval_batch_size", "generator.ch", "discriminator.ch",
+                              "encoder.width", "encoder.base_width", "encoder.head_width",
+                              "encoder.head_depth", "encoder.resolution")
+BIGBIGAN_RANGES = ("optimizer.b1", "optimizer.b2", "optimizer.lr_decay_start_fraction",
+                   "optimizer.lr_decay_final_scale", "optimizer.weight_decay", "ema_decay")
+ENCODER_OUTPUTS = ("avepool_feat", "bn_crelu_feat", "z_mean")
 # field: (low, high, whether high itself is allowed, what the message says is allowed)
 RANGES = {
     "optimizer.b1": (0.0, 1.0, False, "in [0, 1)"),
@@ -65,32 +77,39 @@ def _divides(config, field: str, parts: int, what: str) -> None:
                       f"use a multiple of {parts}")
 
 
+def _check_numbers(config, positive_integers, non_negative_integers, positive_numbers,
+                   ranges) -> None:
+  for field in positive_integers:
+    value = _get(config, field)
+    if not _is_integer(value) or value <= 0:
+      raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
+  for field in non_negative_integers:
+    value = _get(config, field)
+    if not _is_integer(value) or value < 0:
+      raise ConfigError(f"config.{field}={value!r}: must be an integer >= 0")
+  for field in positive_numbers:
+    value = _get(config, field)
+    if not _is_number(value) or not value > 0:
+      raise ConfigError(f"config.{field}={value!r}: must be a positive number")
+  for field in ranges:
+    low, high, high_allowed, allowed = RANGES[field]
+    value = _get(config, field)
+    if not _is_number(value) or not (low <= value < high or (high_allowed and value == high)):
+      raise ConfigError(f"config.{field}={value!r}: must be {allowed}")
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int = 1) -> None:
   """Raises ConfigError with a one-line message for the first unusable field."""
   _choice(config, "network", NETWORK_KINDS)
   if config.network == "biggan":
-    raise ConfigError("config.network='biggan' cannot be trained by the trainer yet (it "
-                      "has no image dataset for it): size it with "
-                      "`python -m bigbigan.summary --config=...`")
+    _validate_bigbigan(config, num_devices, num_processes)
+    return
   _choice(config, "dataset", DATASETS)
   positive_integers, non_negative_integers, positive_numbers = DATASET_FIELDS[config.dataset]
-  for field in POSITIVE_INTEGERS + positive_integers:
-    value = _get(config, field)
-    if not _is_integer(value) or value <= 0:
-      raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
-  for field in NON_NEGATIVE_INTEGERS + non_negative_integers:
-    value = _get(config, field)
-    if not _is_integer(value) or value < 0:
-      raise ConfigError(f"config.{field}={value!r}: must be an integer >= 0")
-  for field in POSITIVE_NUMBERS + positive_numbers:
-    value = _get(config, field)
-    if not _is_number(value) or not value > 0:
-      raise ConfigError(f"config.{field}={value!r}: must be a positive number")
-  for field, (low, high, high_allowed, allowed) in RANGES.items():
-    value = _get(config, field)
-    if not _is_number(value) or not (low <= value < high or (high_allowed and value == high)):
-      raise ConfigError(f"config.{field}={value!r}: must be {allowed}")
+  _check_numbers(config, POSITIVE_INTEGERS + positive_integers,
+                 NON_NEGATIVE_INTEGERS + non_negative_integers,
+                 POSITIVE_NUMBERS + positive_numbers, tuple(RANGES))
   for network in NETWORKS:
     sizes = _get(config, f"{network}.hidden_sizes")
     if (not isinstance(sizes, (tuple, list)) or not sizes or
@@ -134,3 +153,41 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     _choice(config, f"{network}.activation", mlp.ACTIVATIONS)
   for network in ("generator", "encoder"):
     _choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)
+
+
+def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
+                       num_processes: int) -> None:
+  """The fields of a BigBiGAN config (configs/bigbigan_base.py)."""
+  if "dataset" not in config:
+    raise ConfigError("the config has no training data: configs/biggan.py holds BigBiGAN's "
+                      "networks only; train with configs/bigbigan_base.py, resnet50.py or "
+                      "revnet4x.py")
+  family = config.dataset.split(":")[0].split("/")[0] if isinstance(config.dataset, str) else None
+  if family not in images.FRAMING:
+    raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
+                      f"{tuple(images.FRAMING)} (any of their TFDS configs)")
+  _check_numbers(config, POSITIVE_INTEGERS + BIGBIGAN_POSITIVE_INTEGERS,
+                 NON_NEGATIVE_INTEGERS, POSITIVE_NUMBERS, BIGBIGAN_RANGES)
+  _choice(config, "latent_prior", steps.PRIORS)
+  _choice(config, "batch_norm_scope", bigbigan_steps.BATCH_NORM_SCOPES)
+  _choice(config, "compute_dtype", COMPUTE_DTYPES)
+  _choice(config, "resolution", tuple(biggan.GENERATOR_WIDTHS))
+  if config.num_classes:
+    raise ConfigError(f"config.num_classes={config.num_classes!r}: BigBiGAN trains "
+                      "unconditionally (a single label); set it to 0")
+  _choice(config, "encoder.kind", ENCODER_KINDS)
+  if config.encoder.kind != "none":
+    _choice(config, "encoder.backbone", encoder_lib.BACKBONES)
+    _choice(config, "encoder.depth", tuple(resnet.STAGE_UNITS))
+    _choice(config, "encoder.latent_bound", encoder_lib.LATENT_BOUNDS)
+    allowed = tuple(config.resolution * 2**k for k in range(3))
+    if config.encoder.resolution not in allowed:
+      raise ConfigError(f"config.encoder.resolution={config.encoder.resolution!r}: D sees E's "
+                        f"images average-pooled 2x2 down to config.resolution="
+                        f"{config.resolution}, so use one of {allowed}")
+  if not config.eval_features or not set(config.eval_features) <= set(ENCODER_OUTPUTS):
+    raise ConfigError(f"config.eval_features={config.eval_features!r}: a non-empty tuple of "
+                      f"{ENCODER_OUTPUTS}")
+  for field in ("batch_size", "eval_batch_size"):
+    _divides(config, field, num_devices, "devices")
+    _divides(config, field, num_processes, "processes")

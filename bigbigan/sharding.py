@@ -24,14 +24,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over the `data` axis."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+  """The batch axis (the leading one by default) split over the `data` axis."""
+  return NamedSharding(mesh, PartitionSpec(*(None,) * batch_axis, DATA_AXIS))
 
 
-def to_global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Assembles each process's rows into one global array sharded on `data`."""
-  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch)
+def to_global_batch(local_batch: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
+  """Assembles each process's rows (along `batch_axis`) into one global array sharded on
+  `data`."""
+  return jax.make_array_from_process_local_data(batch_sharded(mesh, batch_axis), local_batch)
 
 
 def from_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:

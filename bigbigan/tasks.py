@@ -2,9 +2,12 @@
 
 A task gives the data's dimension, this process's training batches from any step on (host
 numpy, uint8 for images), the on-device normalisation applied inside the jitted step, and
-the periodic evaluator. The trainer itself knows no dataset.
+the periodic evaluator. The trainer itself knows no dataset. The MLP networks train on the
+mixture or flattened MNIST (`config.dataset` picks the task); BigBiGAN's networks
+(`config.network="biggan"`) on any image dataset of data/images.py (`ImageTask`).
 """
 
+import functools
 from typing import Any, Callable, Iterator, Protocol
 
 import jax
@@ -12,8 +15,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from bigbigan import bigbigan_steps
+from bigbigan import optimizers as optimizers_lib
+from bigbigan import sharding
+from bigbigan.data import images
 from bigbigan.data import pipeline
 from bigbigan.data.toy import Mixture
+from bigbigan.evaluation.images import ImageEvaluator
 from bigbigan.evaluation.mixture import MixtureEvaluator
 from bigbigan.evaluation.mnist import MnistEvaluator
 from bigbigan.models.networks import Networks
@@ -25,6 +33,7 @@ Evaluator = Callable[[TrainState, int], dict[str, float]]
 class Task(Protocol):
   data_dim: int
   num_classes: int  # > 0: a conditional model, trained on (x, labels) batches.
+  batch_axis: int  # The axis of the training batches that holds the examples.
 
   def train_batches(self, start_step: int) -> Iterator[Any]: ...
   def normalise(self, x: jax.Array) -> jax.Array: ...
@@ -35,6 +44,7 @@ class MixtureTask:
   """The 2-D Gaussian mixture (data/toy.py); unconditional."""
 
   num_classes = 0
+  batch_axis = 0
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
     self._config, self._mesh, self._workdir = config, mesh, workdir
@@ -56,6 +66,7 @@ class MnistTask:
   """Permutation-invariant MNIST through TFDS: flattened 784-pixel images."""
 
   data_dim = pipeline.MNIST_PIXELS
+  batch_axis = 0
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
     self._config, self._mesh, self._workdir = config, mesh, workdir
@@ -83,8 +94,55 @@ class MnistTask:
                           self._preprocess, self.normalise, self.num_classes)
 
 
+class ImageTask:
+  """BigBiGAN's data: RGB images at the encoder's resolution (data/images.py), unlabelled.
+
+  Each training batch holds the images of one BigBiGAN iteration, uint8
+  [d_steps, batch rows of this process, R, R, 3]: one slice per discriminator step, the
+  last one also for the encoder/generator step.
+  """
+
+  num_classes = 0
+  data_dim = 0  # Images: the networks take their shapes from the config.
+  batch_axis = bigbigan_steps.IMAGE_BATCH_AXIS
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
+    self._config, self._mesh, self._workdir = config, mesh, workdir
+    # Fails early, with the clear message, if the dataset is not prepared.
+    pipeline.prepared_builder(config.dataset, config.data_dir)
+    resolution = config.encoder.resolution if config.encoder.kind != "none" else (
+        config.resolution)
+    self._train_preprocess = images.image_preprocess(config.dataset, resolution, train=True,
+                                                     seed=config.seed)
+    self._eval_preprocess = images.image_preprocess(config.dataset, resolution, train=False)
+
+  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
+    c = self._config
+    for batch in pipeline.train_batches(c.dataset, c.train_split, c.d_steps * c.batch_size,
+                                        c.seed, self._train_preprocess, c.data_dir,
+                                        start_step):
+      rows = batch["image"]
+      yield rows.reshape((c.d_steps, -1) + rows.shape[1:])
+
+  @staticmethod
+  def normalise(x: jax.Array) -> jax.Array:
+    return bigbigan_steps.normalise_images(x)
+
+  def make_evaluator(self, networks: Networks) -> Evaluator:
+    config, mesh = self._config, self._mesh
+    init = jax.jit(functools.partial(
+        bigbigan_steps.init_bigbigan_state, networks,
+        optimizers_lib.make_optimizers(config), config=config),
+        out_shardings=sharding.replicated(mesh))
+    # The run's own initial state (the trainer initialises from the same seed).
+    return ImageEvaluator(config, networks, mesh, self._workdir, self._eval_preprocess,
+                          initial_state=lambda: init(jax.random.PRNGKey(config.seed)))
+
+
 TASKS = {"mixture": MixtureTask, "mnist": MnistTask}
 
 
 def make_task(config: ml_collections.ConfigDict, mesh: Mesh, workdir: str) -> Task:
+  if config.network == "biggan":
+    return ImageTask(config, mesh, workdir)
   return TASKS[config.dataset](config, mesh, workdir)

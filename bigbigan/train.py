@@ -9,15 +9,17 @@ checkpoints/, PNGs per evaluation and TensorBoard events.
 import functools
 import json
 import os
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from clu import periodic_actions
 from jax.sharding import Mesh
 
+from bigbigan import bigbigan_steps
 from bigbigan import checkpointing
 from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
@@ -26,7 +28,7 @@ from bigbigan import tasks
 from bigbigan.config_validation import validate_config
 from bigbigan.errors import NonFiniteLossError
 from bigbigan.metric_logging import create_writer
-from bigbigan.models.networks import build_networks
+from bigbigan.models.networks import Networks, build_networks
 from bigbigan.state import TrainState, init_train_state
 
 
@@ -78,6 +80,24 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
+def _update_functions(config: ml_collections.ConfigDict, task: tasks.Task, networks: Networks,
+                      optimizers: dict[str, optax.GradientTransformation], mesh: Mesh
+                      ) -> tuple[Callable[[jax.Array], TrainState], Callable]:
+  """The model's initialisation, rng -> TrainState (pure, to jit), and its jitted update:
+  BigBiGAN's (bigbigan_steps.py) for config.network="biggan", else the MLP models' (steps.py).
+  """
+  if config.network == "biggan":
+    init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
+                             config=config)
+    return init, bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
+  init = functools.partial(init_train_state, networks, optimizers, data_dim=task.data_dim,
+                           latent_dim=config.latent_dim,
+                           joint=steps.joint_discriminator(config, networks),
+                           num_classes=task.num_classes, ema=config.ema_decay > 0)
+  return init, steps.make_train_step(config, networks, optimizers, mesh, task.normalise,
+                                     task.num_classes)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[Sequence[jax.Device]] = None,
                        train_batches: Optional[Iterator[np.ndarray]] = None) -> TrainState:
@@ -114,15 +134,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag."""
   # ---- Data and model. ----
   task = tasks.make_task(config, mesh, workdir)
-  data_dim = task.data_dim
-  networks = build_networks(config, data_dim)
+  networks = build_networks(config, task.data_dim)
   optimizers = optimizers_lib.make_optimizers(config)
 
+  init, train_step = _update_functions(config, task, networks, optimizers, mesh)
+
   # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
-  init = functools.partial(init_train_state, networks, optimizers, data_dim=data_dim,
-                           latent_dim=config.latent_dim,
-                           joint=steps.joint_discriminator(config, networks),
-                           num_classes=task.num_classes, ema=config.ema_decay > 0)
   rng = jax.random.PRNGKey(config.seed)
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(
@@ -138,9 +155,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   if jax.process_index() == 0:
     _write_config(config, workdir)
 
-  # ---- Update function, evaluation and logging. ----
-  train_step = steps.make_train_step(config, networks, optimizers, mesh, task.normalise,
-                                     task.num_classes)
+  # ---- Evaluation and logging. ----
   evaluate = task.make_evaluator(networks)
   if train_batches is None:
     train_batches = task.train_batches(start_step)
@@ -155,7 +170,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   step = start_step
   try:
     while step < config.total_steps:
-      batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh),
+      batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh, task.batch_axis),
                            next(train_batches))
       state, metrics = train_step(state, batch)
       step += 1

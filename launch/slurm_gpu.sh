@@ -4,8 +4,8 @@
 # the coordinator, process count and process index from SLURM's environment; the
 # coordinator is the first node of the allocation. Resubmitting resumes from the workdir.
 #
-#   launch/slurm_gpu.sh --nodes 4 --gpus-per-node 8 --config configs/mnist_bigan.py \
-#       --workdir /shared/runs/mnist [--tfds_data_dir /shared/tfds] [--partition gpu] \
+#   launch/slurm_gpu.sh --nodes 4 --gpus-per-node 8 --config configs/revnet4x.py \
+#       --workdir /shared/runs/revnet4x [--tfds_data_dir /shared/tfds] [--partition gpu] \
 #       [--time 48:00:00] [--venv PATH] [--dry-run]
 #
 # --dry-run prints the batch script instead of submitting it.

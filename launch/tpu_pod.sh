@@ -5,7 +5,7 @@
 # latest checkpoint in the workdir; a preempted slice is recreated with `create` first.
 #
 #   launch/tpu_pod.sh --name bigbigan --zone us-central2-b --accelerator v4-128 \
-#       --config configs/mnist_bigan.py --workdir gs://BUCKET/runs/mnist \
+#       --config configs/revnet4x.py --workdir gs://BUCKET/runs/revnet4x \
 #       [--tfds_data_dir gs://BUCKET/tfds] [--dry-run] [STEP...]
 #
 # STEPs: create, install, run (all three by default), delete. --dry-run prints the commands.

@@ -82,19 +82,50 @@ def tiny_mnist_config(variant: str = "paper", **overrides):
   return apply_overrides(config, {**TINY_MNIST, **overrides})
 
 
-def _train_in_subprocess(argv: list[str]) -> None:
-  """`python tests/mnist_mock.py METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT`.
+def tiny_bigbigan_config(variant: str = "", **overrides):
+  """configs/bigbigan_base.py:tiny (with `variant`) shrunk to seconds on this mock."""
+  config = load_config(f"{REPO}/configs/bigbigan_base.py:tiny{',' + variant if variant else ''}")
+  return apply_overrides(config, {
+      "batch_size": 8, "eval_batch_size": 8, "total_steps": 2, "log_every_steps": 1,
+      "eval_every_steps": 2, "checkpoint_every_steps": 2, "encoder.head_width": 32,
+      "discriminator.latent_width": 32, "discriminator.joint_width": 32, **overrides})
 
-  Trains the tiny MNIST config on this mock inside one process of a jax.distributed job,
-  for the multi-process test: TFDS's mock only patches the process that enters it.
+
+def fixed_image_batches(config, start_step: int, process_index: int = 0,
+                        process_count: int = 1):
+  """This process's rows of a fixed global batch per step, [d_steps, rows, R, R, 3] uint8:
+  the same global batches for any number of processes."""
+  side, rows = config.encoder.resolution, config.batch_size // process_count
+  step = start_step
+  while True:
+    images = np.random.default_rng(step).integers(
+        0, 256, (config.d_steps, config.batch_size, side, side, 3), dtype=np.uint8)
+    yield images[:, process_index * rows:(process_index + 1) * rows]
+    step += 1
+
+
+def _train_in_subprocess(argv: list[str]) -> None:
+  """`python tests/mnist_mock.py MODEL METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT
+  [TOTAL_STEPS START_STEP]`.
+
+  Trains a tiny config on this mock inside one process of a jax.distributed job, for the
+  multi-process tests: TFDS's mock only patches the process that enters it. MODEL "bigan":
+  the tiny MNIST BiGAN on the mock's batches; "bigbigan": the tiny BigBiGAN for TOTAL_STEPS
+  on `fixed_image_batches` from START_STEP (where its workdir's checkpoint resumes).
   """
-  metadata_dir, workdir, process_id, num_processes, port = argv
+  model, metadata_dir, workdir, process_id, num_processes, port, *steps = argv
   import jax  # pylint: disable=g-import-not-at-top
   jax.distributed.initialize(f"localhost:{port}", int(num_processes), int(process_id))
   from bigbigan import train  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(data_dir=metadata_dir, as_dataset_fn=mock_as_dataset):
     # No probe: its L-BFGS over gloo collectives takes minutes on a 2-core machine.
-    train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
+    if model == "bigan":
+      train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
+    else:
+      total_steps, start_step = map(int, steps)
+      config = tiny_bigbigan_config(total_steps=total_steps, eval_linear_probe=False)
+      train.train_and_evaluate(config, workdir, train_batches=fixed_image_batches(
+          config, start_step, jax.process_index(), jax.process_count()))
 
 
 if __name__ == "__main__":

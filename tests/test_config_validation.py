@@ -2,7 +2,7 @@
 
 import pytest
 
-from bigbigan.config_files import load_config
+from bigbigan.config_files import apply_overrides, load_config
 from bigbigan.config_validation import validate_config
 from bigbigan.errors import ConfigError
 from conftest import REPO
@@ -73,16 +73,69 @@ def test_shipped_configs_are_valid(variant):
 @pytest.mark.parametrize("variant", ["128", "conditional", "32,no_unaries", "256,bfloat16",
                                      "64,x_unary_only", "z_unary_only",
                                      "revnet50x4,deterministic"])
-def test_biggan_configs_build_but_are_refused_for_training(variant):
+def test_biggan_network_configs_build_but_are_refused_for_training(variant):
   from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
   config = load_config(f"{REPO}/configs/biggan.py:{variant}")
   networks = build_networks(config)
   assert networks.discriminator.unary_x == ("z_unary_only" not in variant
                                             and "no_unaries" not in variant)
-  with pytest.raises(ConfigError, match="cannot be trained by the trainer yet"):
+  with pytest.raises(ConfigError, match="has no training data: configs/biggan.py holds"):
     validate_config(config, num_devices=8)
   assert (networks.encoder is None) == (variant == "conditional")
   with pytest.raises(ValueError, match="at most one resolution"):
     load_config(f"{REPO}/configs/biggan.py:64,128")
   with pytest.raises(ValueError, match="none of these with 'conditional'"):
     load_config(f"{REPO}/configs/biggan.py:conditional,revnet50x4")
+
+
+@pytest.mark.parametrize("spec", [
+    *(f"bigbigan_base.py:{row}" for row in ("base", "deterministic", "uniform", "x_unary_only",
+                                             "z_unary_only", "no_unaries", "small_g32",
+                                             "small_g64", "no_encoder", "high_res_e",
+                                             "low_res_g", "high_res_g", "resnet101",
+                                             "resnet_x2", "revnet", "revnet_x2", "revnet_x4")),
+    "resnet50.py", "revnet4x.py", "bigbigan_base.py:tiny", "resnet50.py:tiny",
+    "revnet4x.py:tiny", "bigbigan_base.py:uniform,tiny"])
+def test_bigbigan_configs_are_valid(spec):
+  config = load_config(f"{REPO}/configs/{spec}")
+  validate_config(config, num_devices=8)
+  tiny = spec.endswith("tiny")
+  assert config.dataset == ("mnist" if tiny else "imagenet2012")
+  assert config.batch_size == (64 if tiny else 2048) and config.d_steps == 2
+
+
+@pytest.mark.parametrize("spec, fields", [
+    # Table 1's "ResNet (up E LR)" and "RevNet x4 (up E LR)": E at 256, D and G at 128.
+    ("resnet50.py", dict(backbone="resnet", width=1, resolution=256, multiplier=10.0, g=128)),
+    ("revnet4x.py", dict(backbone="revnet", width=4, resolution=256, multiplier=10.0, g=128)),
+    ("bigbigan_base.py", dict(backbone="resnet", width=1, resolution=128, multiplier=1.0,
+                              g=128)),
+    ("bigbigan_base.py:low_res_g", dict(backbone="resnet", width=1, resolution=256,
+                                        multiplier=1.0, g=64)),
+    ("revnet4x.py:tiny", dict(backbone="revnet", width=4, resolution=64, multiplier=10.0,
+                              g=32)),
+])
+def test_paper_rows(spec, fields):
+  config = load_config(f"{REPO}/configs/{spec}")
+  assert (config.encoder.backbone, config.encoder.width, config.encoder.resolution,
+          config.optimizer.encoder_learning_rate_multiplier, config.resolution) == tuple(
+              fields.values())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dataset="coco"), "config.dataset='coco' is unknown for BigBiGAN: allowed"),
+    (dict(d_steps=0), "config.d_steps=0: must be a positive integer"),
+    (dict(encoder__resolution=48), "config.encoder.resolution=48: D sees E's images"),
+    (dict(batch_norm_scope="local"), "config.batch_norm_scope='local' is unknown"),
+    (dict(num_classes=10), "config.num_classes=10: BigBiGAN trains unconditionally"),
+    (dict(eval_features=("pixels",)), "config.eval_features=('pixels',): a non-empty tuple"),
+    (dict(encoder__backbone="vit"), "config.encoder.backbone='vit' is unknown"),
+    (dict(compute_dtype="float16"), "config.compute_dtype='float16' is unknown"),
+    (dict(batch_size=60), "config.batch_size=60 does not divide over 8 devices"),
+])
+def test_bad_bigbigan_values_are_refused(overrides, message):
+  config = load_config(f"{REPO}/configs/bigbigan_base.py:tiny")
+  config = apply_overrides(config, {k.replace("__", "."): v for k, v in overrides.items()})
+  with pytest.raises(ConfigError) as error:
+    validate_config(config, num_devices=8)
+  assert message in str(error.value) and "\n" not in str(error.value)

@@ -13,7 +13,7 @@ def _run(script, *args):
 
 def test_tpu_pod_dry_run_prints_every_step():
   out = _run("tpu_pod.sh", "--name", "bb", "--zone", "us-central2-b", "--accelerator",
-             "v4-128", "--config", "configs/mnist_bigan.py", "--workdir", "gs://b/run",
+             "v4-128", "--config", "configs/revnet4x.py", "--workdir", "gs://b/run",
              "--tfds_data_dir", "gs://b/tfds", "--dry-run")
   assert out.returncode == 0, out.stderr
   create, copy, install, run = out.stdout.strip().splitlines()
@@ -24,7 +24,7 @@ def test_tpu_pod_dry_run_prints_every_step():
   assert "--worker=all" in install and "pip install -q -e ./bigbigan" in install
   assert run == ("gcloud compute tpus tpu-vm ssh bb --zone us-central2-b --worker=all "
                  "--command 'cd bigbigan && TFDS_DATA_DIR=gs://b/tfds python -m bigbigan.main "
-                 "--config=configs/mnist_bigan.py --workdir=gs://b/run --distributed'")
+                 "--config=configs/revnet4x.py --workdir=gs://b/run --distributed'")
 
 
 def test_tpu_pod_runs_chosen_steps_and_refuses_bad_arguments():
@@ -38,7 +38,7 @@ def test_tpu_pod_runs_chosen_steps_and_refuses_bad_arguments():
 
 def test_slurm_dry_run_prints_the_batch_script():
   out = _run("slurm_gpu.sh", "--nodes", "4", "--gpus-per-node", "8", "--config",
-             "configs/mnist_bigan.py", "--workdir", "/shared/run", "--partition", "gpu",
+             "configs/revnet4x.py", "--workdir", "/shared/run", "--partition", "gpu",
              "--tfds_data_dir", "/shared/tfds", "--dry-run")
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
@@ -48,6 +48,6 @@ def test_slurm_dry_run_prints_the_batch_script():
                    "export TFDS_DATA_DIR=/shared/tfds"):
     assert expected in lines, expected
   assert lines[-1] == ("srun --kill-on-bad-exit=1 python -m bigbigan.main "
-                       "--config=configs/mnist_bigan.py --workdir=/shared/run --distributed")
+                       "--config=configs/revnet4x.py --workdir=/shared/run --distributed")
   missing = _run("slurm_gpu.sh", "--dry-run")
   assert missing.returncode == 2 and "--config and --workdir are required" in missing.stderr

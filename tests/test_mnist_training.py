@@ -81,7 +81,7 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   script = str(REPO / "tests" / "mnist_mock.py")
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-  run_processes([(f"process_{i}", [sys.executable, script, str(metadata_dir),
+  run_processes([(f"process_{i}", [sys.executable, script, "bigan", str(metadata_dir),
                                    str(tmp_path / "run"), str(i), "2", str(port)], env)
                  for i in range(2)], tmp_path)
 

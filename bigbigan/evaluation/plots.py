@@ -39,7 +39,9 @@ def save_image_grids(path: str, grids: dict[str, np.ndarray], title: str,
     title: the figure's title.
     columns: images per grid row.
   """
-  figure = Figure(figsize=(3.2 * len(grids), 3.6), dpi=100)
+  # Enough dots per inch to show the largest mosaic at its own resolution.
+  widest = max(columns * np.shape(images)[2] for images in grids.values())
+  figure = Figure(figsize=(3.2 * len(grids), 3.6), dpi=max(100, int(widest / 3.0)))
   FigureCanvasAgg(figure)
   axes = figure.subplots(1, len(grids), squeeze=False)[0]
   for ax, (name, images) in zip(axes, grids.items()):

@@ -1,0 +1,129 @@
+"""BigBiGAN on ImageNet: the "Base" row of the paper's Table 1, and its other rows as variants.
+
+Command (a TPU pod or GPU cluster: see launch/README.md; ImageNet prepared for TFDS):
+
+  python -m bigbigan.main --config=configs/bigbigan_base.py --workdir=gs://bucket/base
+
+Base: a stochastic ResNet-50 E on 128-pixel images, BigGAN's G and D at 128 pixels with
+ch 96, z ~ N(0, I) of 120 dimensions, all three scores (s_xz, s_x, s_z), batch 2048, Adam
+(G 5e-5, E the same, D 2e-4, beta1 0), two D steps per E/G step, EMA of G and E, bf16
+compute, 500K iterations. Cost: about 1.0 PFLOP per iteration (python -m bigbigan.summary;
+Table 1's Base needs ~5e20 FLOP, a few days on a TPU v3-128 pod). Expected (Table 1,
+train_val): linear probe 48.1% top-1, IS 22.7, FID 31.2.
+
+Variants, comma-separated: one of Table 1's rows --
+  "deterministic" (z = mu), "uniform" (z ~ U(-1, 1), deterministic E bounded by tanh),
+  "x_unary_only", "z_unary_only", "no_unaries" (BiGAN's loss), "small_g32", "small_g64"
+  (G's ch), "no_encoder" (BigGAN, unconditional), "high_res_e" (E at 256, D at its 2x2
+  average pool), "low_res_g" (E 256, G 64), "high_res_g" (E 256, G 256), "resnet101",
+  "resnet_x2", "revnet", "revnet_x2", "revnet_x4" (all with E at 256), "resnet_high_e_lr"
+  and "revnet_x4_high_e_lr" (E at 256 with 10x G's learning rate: configs/resnet50.py and
+  configs/revnet4x.py) --
+and "tiny": the same networks, narrow and shallow, on MNIST at 32 pixels (E at 32, or 64
+for the rows with a high-resolution E), for CPU. The CPU target of the BigBiGAN issue:
+
+  TFDS_DATA_DIR=/path/to/tfds python -m bigbigan.main \
+      --config=configs/bigbigan_base.py:tiny --workdir=/tmp/bigbigan_mnist
+
+about 25 minutes on 2 CPU cores; docs/benchmarks.md has the linear probe it reaches
+(EMA encoder vs the same encoder at random initialisation) and its image grids.
+"""
+
+import os
+
+import ml_collections
+
+from bigbigan.config_files import apply_overrides, load_config
+
+# Table 1's rows: (variants of configs/biggan.py, overrides of the Base config).
+HIGH_RES_E = {"encoder.resolution": 256}
+HIGH_E_LR = {**HIGH_RES_E, "optimizer.encoder_learning_rate_multiplier": 10.0}
+ROWS = {
+    "base": ((), {}),
+    "deterministic": (("deterministic",), {}),
+    # E's output is bounded to the prior's support, or D would tell real pairs by |z| > 1.
+    "uniform": (("deterministic",), {"latent_prior": "uniform",
+                                     "encoder.latent_bound": "tanh"}),
+    "x_unary_only": (("x_unary_only",), {}),
+    "z_unary_only": (("z_unary_only",), {}),
+    "no_unaries": (("no_unaries",), {}),
+    "small_g32": ((), {"generator.ch": 32}),
+    "small_g64": ((), {"generator.ch": 64}),
+    "no_encoder": ((), {"encoder.kind": "none"}),
+    "high_res_e": ((), HIGH_RES_E),
+    "low_res_g": (("64",), HIGH_RES_E),
+    "high_res_g": (("256",), HIGH_RES_E),
+    "resnet101": ((), {**HIGH_RES_E, "encoder.depth": 101}),
+    "resnet_x2": ((), {**HIGH_RES_E, "encoder.width": 2}),
+    "revnet": (("revnet50x1",), HIGH_RES_E),
+    "revnet_x2": (("revnet50x2",), HIGH_RES_E),
+    "revnet_x4": (("revnet50x4",), HIGH_RES_E),
+    "resnet_high_e_lr": ((), HIGH_E_LR),
+    "revnet_x4_high_e_lr": (("revnet50x4",), HIGH_E_LR),
+}
+VARIANTS = tuple(ROWS) + ("tiny",)
+
+
+def get_config(variant: str = "base") -> ml_collections.ConfigDict:
+  """Returns Table 1's row (default "base"), optionally "tiny", e.g. "revnet_x4,tiny"."""
+  variants = [v for v in variant.split(",") if v]
+  rows = [v for v in variants if v in ROWS]
+  if not set(variants) <= set(VARIANTS) or len(rows) > 1:
+    raise ValueError(f"configs/bigbigan_base.py:{variant}: allowed variants {VARIANTS}, "
+                     "comma-separated, with at most one row of Table 1")
+  network_variants, overrides = ROWS[rows[0] if rows else "base"]
+  biggan_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "biggan.py")
+  config = load_config(f"{biggan_file}:{','.join(network_variants + ('bfloat16',))}")
+  config.encoder.resolution = 128  # Base: E and G at 128 pixels; "High Res E" rows: 256.
+  apply_overrides(config, overrides)
+
+  # ImageNet through TFDS (imagenet2012 needs a manual download: the error says how).
+  config.dataset = "imagenet2012"
+  config.data_dir = None  # None: TFDS's default, or $TFDS_DATA_DIR.
+  config.train_split = "train"
+  config.seed = 0
+  config.total_steps = 500_000
+
+  # Evaluation: the linear probe (and 1-NN) of the EMA encoder's features, fitted on
+  # `probe_train_split` and measured on `eval_split`, the paper's train_val (10,000 training
+  # images kept out of the probe's data); Table 2's figures use ImageNet's validation split.
+  config.eval_split = "train[:10000]"
+  config.probe_train_split = "train[10000:60000]"
+  config.eval_features = ("avepool_feat", "bn_crelu_feat")
+  config.eval_linear_probe = True  # False: the 1-NN accuracy only.
+  config.eval_batch_size = 1024
+  config.eval_every_steps = 10_000
+  config.log_every_steps = 500
+  config.checkpoint_every_steps = 5_000
+  config.keep_checkpoints = 3
+  if "tiny" in variants:
+    _tiny_on_mnist(config)
+  return config
+
+
+def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
+  """Narrow, shallow networks on MNIST at 32 pixels: a BigBiGAN that trains on a CPU."""
+  high_res_encoder = config.encoder.resolution > config.resolution
+  config.compute_dtype = "float32"  # CPUs have no fast bfloat16.
+  config.resolution = 32
+  config.latent_dim = 64
+  config.generator.ch = config.discriminator.ch = 4
+  for mlp in ("latent", "joint"):
+    config.discriminator[f"{mlp}_width"], config.discriminator[f"{mlp}_depth"] = 256, 3
+  config.encoder.update(dict(depth=26, base_width=16, head_width=256, head_depth=3,
+                             resolution=64 if high_res_encoder else 32))
+  config.dataset = "mnist"
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.probe_train_split = "train"
+  config.eval_batch_size = 512
+  config.eval_features = ("avepool_feat",)
+  config.batch_size = 64
+  config.optimizer.update(dict(generator_learning_rate=2e-4, discriminator_learning_rate=2e-4))
+  # About 4.3 epochs of D's real images (d_steps batches per iteration).
+  config.total_steps = 2_000
+  config.ema_decay = 0.999
+  config.ema_start_step = 0
+  config.eval_every_steps = 1_000
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 500

@@ -1,0 +1,27 @@
+"""BigBiGAN with a RevNet-50 x4 encoder, the paper's best: Table 1's "RevNet x4 (↑E LR)" row.
+
+Command (a TPU pod or GPU cluster: see launch/README.md; ImageNet prepared for TFDS):
+
+  python -m bigbigan.main --config=configs/revnet4x.py --workdir=gs://bucket/revnet4x
+
+configs/bigbigan_base.py's Base with a stochastic RevNet-50 x4 E (85.8M parameters in its
+trunk, reversible backprop) on 256-pixel images, D at their 128-pixel average pool, and E's
+learning rate 10x G's. 500K iterations of batch 2048 for Table 1, 1M for Table 2; about
+1.9 PFLOP per iteration by XLA's count (`python -m bigbigan.benchmark
+--config=configs/revnet4x.py`). Expected: linear probe 60.2% top-1 on train_val (Table 1),
+60.8% (avepool) / 61.3% (BN+CReLU) on ImageNet validation (Table 2).
+
+Variant "tiny" (`--config=configs/revnet4x.py:tiny`): the same recipe with narrow networks
+on MNIST (G 32 pixels, E 64), for a CPU.
+"""
+
+import os
+
+import ml_collections
+
+from bigbigan.config_files import load_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bigbigan_base.py")
+  return load_config(f"{base}:revnet_x4_high_e_lr{',' + variant if variant else ''}")
