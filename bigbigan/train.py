@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 from clu import periodic_actions
 from jax.sharding import Mesh
@@ -98,6 +99,24 @@ def _update_functions(config: ml_collections.ConfigDict, task: tasks.Task, netwo
                                      task.num_classes)
 
 
+# How long processes wait for each other's compilation of the update.
+COMPILE_BARRIER_TIMEOUT_MS = 30 * 60 * 1000
+
+
+def _compile(train_step, state: TrainState, batch):
+  """The update compiled for the state and batch shapes, once every process has it.
+
+  Processes compile at different speeds; the barrier keeps a slow compile on one host from
+  timing out another's first collective (gloo's connection set-up on CPUs waits 30 s).
+  """
+  compiled = train_step.lower(state, batch).compile()
+  # The coordination service's barrier (not a device collective, which would itself wait
+  # on gloo); a no-op for one process.
+  ocp.multihost.get_barrier_sync_fn()(key=f"bigbigan_update_compiled_{int(state.step)}",
+                                      timeout_ms=COMPILE_BARRIER_TIMEOUT_MS)
+  return compiled
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: Optional[Sequence[jax.Device]] = None,
                        train_batches: Optional[Iterator[np.ndarray]] = None) -> TrainState:
@@ -168,11 +187,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   # ---- The loop. ----
   history: list[tuple[int, dict]] = []  # Device metrics since the last log, fetched lazily.
   step = start_step
+  compiled_step = None
   try:
     while step < config.total_steps:
       batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh, task.batch_axis),
                            next(train_batches))
-      state, metrics = train_step(state, batch)
+      if compiled_step is None:
+        compiled_step = _compile(train_step, state, batch)
+      state, metrics = compiled_step(state, batch)
       step += 1
       history.append((step, metrics))
       if jax.process_index() == 0:

@@ -107,7 +107,7 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
   config.compute_dtype = "float32"  # CPUs have no fast bfloat16.
   config.resolution = 32
   config.latent_dim = 64
-  config.generator.ch = config.discriminator.ch = 4
+  config.generator.ch = config.discriminator.ch = 8
   for mlp in ("latent", "joint"):
     config.discriminator[f"{mlp}_width"], config.discriminator[f"{mlp}_depth"] = 256, 3
   config.encoder.update(dict(depth=26, base_width=16, head_width=256, head_depth=3,
@@ -118,12 +118,12 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
   config.probe_train_split = "train"
   config.eval_batch_size = 512
   config.eval_features = ("avepool_feat",)
-  config.batch_size = 64
-  config.optimizer.update(dict(generator_learning_rate=2e-4, discriminator_learning_rate=2e-4))
-  # About 4.3 epochs of D's real images (d_steps batches per iteration).
-  config.total_steps = 2_000
-  config.ema_decay = 0.999
+  config.batch_size = 32
+  config.optimizer.update(dict(generator_learning_rate=1e-4, discriminator_learning_rate=2e-4))
+  # 1.6 epochs of D's real images (d_steps batches per iteration).
+  config.total_steps = 1_500
+  config.ema_decay = 0.99
   config.ema_start_step = 0
-  config.eval_every_steps = 1_000
+  config.eval_every_steps = 750
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500

@@ -101,7 +101,7 @@ def test_bigbigan_configs_are_valid(spec):
   validate_config(config, num_devices=8)
   tiny = spec.endswith("tiny")
   assert config.dataset == ("mnist" if tiny else "imagenet2012")
-  assert config.batch_size == (64 if tiny else 2048) and config.d_steps == 2
+  assert config.batch_size == (32 if tiny else 2048) and config.d_steps == 2
 
 
 @pytest.mark.parametrize("spec, fields", [
