@@ -25,8 +25,9 @@ for the rows with a high-resolution E), for CPU. The CPU target of the BigBiGAN 
   TFDS_DATA_DIR=/path/to/tfds python -m bigbigan.main \
       --config=configs/bigbigan_base.py:tiny --workdir=/tmp/bigbigan_mnist
 
-about 25 minutes on 2 CPU cores; docs/benchmarks.md has the linear probe it reaches
-(EMA encoder vs the same encoder at random initialisation) and its image grids.
+about 30 minutes on 2 CPU cores. Measured: G's samples are digits, but the EMA encoder's
+linear probe (68.9%) stays below the same encoder at random initialisation (90.9%);
+README.md ("Results: BigBiGAN on MNIST") has the figures and the grid.
 """
 
 import os
