@@ -162,8 +162,8 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
     raise ConfigError("the config has no training data: configs/biggan.py holds BigBiGAN's "
                       "networks only; train with configs/bigbigan_base.py, resnet50.py or "
                       "revnet4x.py")
-  family = config.dataset.split(":")[0].split("/")[0] if isinstance(config.dataset, str) else None
-  if family not in images.FRAMING:
+  dataset = config.dataset
+  if not isinstance(dataset, str) or images.dataset_family(dataset) not in images.FRAMING:
     raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
                       f"{tuple(images.FRAMING)} (any of their TFDS configs)")
   _check_numbers(config, POSITIVE_INTEGERS + BIGBIGAN_POSITIVE_INTEGERS,

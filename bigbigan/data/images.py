@@ -36,7 +36,7 @@ CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 
 
-def _dataset_family(dataset: str) -> str:
+def dataset_family(dataset: str) -> str:
   """"imagenet_resized/64x64:0.1.0" -> "imagenet_resized"."""
   return dataset.split(":")[0].split("/")[0]
 
@@ -73,7 +73,7 @@ def image_preprocess(dataset: str, resolution: int, train: bool, seed: int = 0) 
   Raises:
     ConfigError: the dataset has no framing here.
   """
-  family = _dataset_family(dataset)
+  family = dataset_family(dataset)
   if family not in FRAMING:
     raise ConfigError(f"config.dataset={dataset!r} has no image preprocessing: allowed "
                       f"{tuple(FRAMING)} (any of their configs)")
