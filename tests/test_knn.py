@@ -1,11 +1,17 @@
-"""1-NN accuracy against a float64 NumPy reference."""
+"""k-NN accuracy against a float64 NumPy reference and scikit-learn's KNeighborsClassifier."""
+
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn import neighbors
 
 from bigbigan import sharding
-from bigbigan.evaluation.knn import nearest_neighbor_accuracy, nearest_neighbor_predictions
+from bigbigan.evaluation import knn
+from bigbigan.evaluation.knn import (knn_accuracy, knn_predictions, nearest_neighbor_accuracy,
+                                     nearest_neighbor_predictions)
 
 
 def _reference(train, train_labels, test, metric):
@@ -41,3 +47,66 @@ def test_accuracy_of_exact_copies_is_one_and_metrics_differ():
   scaled = train * 3.0
   assert nearest_neighbor_accuracy(train, labels, scaled, labels, mesh, "cosine") == 1.0
   assert nearest_neighbor_accuracy(train, labels, scaled, labels, mesh, "l2") < 1.0
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+# 203 rows: 26 per device, more than k = 20; 61 rows: 8 per device, fewer than k, so some
+# shard's local top-k holds all of its rows.
+@pytest.mark.parametrize("train_size", [203, 61])
+def test_knn_matches_sklearn_on_8_devices(metric, train_size):
+  rng = np.random.default_rng(3)
+  train = rng.standard_normal((train_size, 12)).astype(np.float32) * rng.uniform(
+      0.5, 2, (train_size, 1)).astype(np.float32)
+  # Labels that are not 0..C-1: votes must map back to the labels themselves.
+  labels = rng.choice([2, 3, 5, 7, 11], train_size)
+  test = rng.standard_normal((45, 12)).astype(np.float32)
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8 and train_size % 8
+  got = knn_predictions(train, labels, test, mesh, ks=(1, 20), metric=metric, chunk_size=16)
+  for k in (1, 20):
+    reference = neighbors.KNeighborsClassifier(
+        n_neighbors=k, metric="cosine" if metric == "cosine" else "euclidean",
+        algorithm="brute").fit(train.astype(np.float64), labels)
+    np.testing.assert_array_equal(got[k], reference.predict(test.astype(np.float64)),
+                                  err_msg=f"k={k}")
+  test_labels = rng.choice([2, 3, 5, 7, 11], len(test))
+  accuracies = knn_accuracy(train, labels, test, test_labels, mesh, ks=(1, 20), metric=metric)
+  assert accuracies == {k: float(np.mean(got[k] == test_labels)) for k in (1, 20)}
+
+
+def test_votes_break_ties_towards_the_smallest_label():
+  # Test point at the origin; training points on the unit circle at equal distance 1, with
+  # labels 4, 4, 1, 1, 9: labels 4 and 1 tie at 2 votes each among the 4 nearest (the 9 is
+  # farther), and 1 wins. 8 devices and 5 rows: most shards hold padding only.
+  angles = np.array([0.0, 0.5, 1.0, 1.5])
+  train = np.concatenate([np.stack([np.cos(angles), np.sin(angles)], axis=1), [[3.0, 0.0]]])
+  labels = np.array([4, 4, 1, 1, 9])
+  mesh = sharding.make_mesh()
+  got = knn_predictions(train, labels, np.zeros((1, 2)), mesh, ks=(4, 5), metric="l2")
+  assert got[4][0] == 1 and got[5][0] == 1
+  reference = neighbors.KNeighborsClassifier(n_neighbors=4, algorithm="brute").fit(train, labels)
+  assert reference.predict(np.zeros((1, 2)))[0] == 1
+
+
+def test_no_device_gathers_the_scores_of_all_training_rows():
+  """The top-k's first stage is local: the only scores crossing devices are the k best of
+  each shard, never the [chunk, train] matrix (16 GB per device for ImageNet's 1.28M rows
+  and a 1024-row chunk)."""
+  mesh = sharding.make_mesh()
+  train_rows, chunk, k = 8000, 64, 20
+  rng = np.random.default_rng(2)
+  predictions = knn_predictions(rng.standard_normal((train_rows, 4)),
+                                rng.integers(0, 3, train_rows), rng.standard_normal((chunk, 4)),
+                                mesh, ks=(k,), chunk_size=chunk)
+  assert predictions[k].shape == (chunk,)
+  # The same call, compiled: the size of every array a collective produces.
+  on_devices = lambda shape, spec: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=spec)
+  compiled = knn._knn_labels.lower(
+      on_devices((train_rows, 4), sharding.batch_sharded(mesh)),
+      on_devices((train_rows,), sharding.batch_sharded(mesh)),
+      jax.ShapeDtypeStruct((train_rows,), jnp.int32, sharding=sharding.replicated(mesh)),
+      on_devices((chunk, 4), sharding.replicated(mesh)), (k,), 3, mesh).compile()
+  sizes = [int(np.prod([int(d) for d in dims.split(",")])) for dims in re.findall(
+      r"= \w+\[([\d,]+)\][^ ]* (?:all-gather|all-reduce|all-to-all|collective-permute)\(",
+      compiled.as_text())]
+  assert sizes and max(sizes) <= chunk * mesh.devices.size * k

@@ -4,6 +4,9 @@ Multinomial logistic regression with an L2 penalty on the weights, fitted on the
 training set with L-BFGS (the objective is strictly convex, so the fit is the unique optimum
 up to tolerance, comparable across runs). Features are standardised with the training
 statistics. Examples are sharded over the mesh's `data` axis; the weights are replicated.
+
+This needs every feature in memory: for ImageNet, `streaming_probe.py` trains the same model
+by SGD on a stream of feature batches, with the paper's early stopping on train_val.
 """
 
 import functools
