@@ -1,0 +1,118 @@
+"""FID, streaming feature statistics and Inception Score against float64 NumPy references."""
+
+import numpy as np
+import pytest
+
+from bigbigan.evaluation import fid
+from bigbigan.evaluation.fid import FeatureStatistics, frechet_distance, inception_score
+
+
+def _random_statistics(rng, num_rows, dim, shift=0.0):
+  mixing = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+  features = rng.standard_normal((num_rows, dim)) @ mixing + shift
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _reference_frechet_distance(mu1, sigma1, mu2, sigma2):
+  """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), without scipy's sqrtm.
+
+  S1 S2 is similar to S1^(1/2) S2 S1^(1/2), which is symmetric positive semi-definite, so
+  Tr sqrtm(S1 S2) is the sum of the square roots of that matrix's eigenvalues.
+  """
+  eigenvalues, eigenvectors = np.linalg.eigh(sigma1)
+  sqrt_sigma1 = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0))) @ eigenvectors.T
+  middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+  trace_sqrt = np.sum(np.sqrt(np.maximum(np.linalg.eigvalsh((middle + middle.T) / 2), 0)))
+  return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
+
+
+def test_identical_statistics_have_zero_distance():
+  mu, sigma = _random_statistics(np.random.default_rng(0), 2000, 64)
+  assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+
+def test_distance_matches_float64_reference():
+  rng = np.random.default_rng(1)
+  mu1, sigma1 = _random_statistics(rng, 3000, 64)
+  mu2, sigma2 = _random_statistics(rng, 2500, 64, shift=0.3)
+  got = frechet_distance(mu1, sigma1, mu2, sigma2)
+  want = _reference_frechet_distance(mu1, sigma1, mu2, sigma2)
+  assert got > 1.0
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # One dimension: the distance is (m1 - m2)^2 + (s1 - s2)^2 with standard deviations s.
+  np.testing.assert_allclose(frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]), 4.0 + 1.0)
+
+
+def test_singular_covariances_give_a_finite_distance(monkeypatch):
+  # Fewer rows than dimensions: rank-deficient covariances, a singular product.
+  rng = np.random.default_rng(2)
+  mu1, sigma1 = _random_statistics(rng, 20, 64)
+  mu2, sigma2 = _random_statistics(rng, 20, 64)
+  want = _reference_frechet_distance(mu1, sigma1, mu2, sigma2)
+  np.testing.assert_allclose(frechet_distance(mu1, sigma1, mu2, sigma2), want, rtol=1e-6)
+  # Where sqrtm fails (non-finite), eps * I is added to both covariances inside the root.
+  real_sqrtm = fid.scipy.linalg.sqrtm
+  calls = []
+  def failing_once(matrix):
+    calls.append(matrix)
+    return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+  monkeypatch.setattr(fid.scipy.linalg, "sqrtm", failing_once)
+  eps, offset = 1e-3, np.eye(64) * 1e-3
+  got = frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps)
+  assert len(calls) == 2
+  # The traces outside the root keep the unshifted covariances.
+  want = _reference_frechet_distance(mu1, sigma1 + offset, mu2, sigma2 + offset) - 2 * 64 * eps
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_streaming_statistics_equal_one_shot_ones():
+  rng = np.random.default_rng(3)
+  # A large common offset: a raw sum of squares would lose digits to cancellation.
+  features = (rng.standard_normal((265, 32)) * rng.uniform(0.1, 3, 32) + 100).astype(np.float32)
+  statistics = FeatureStatistics(32)
+  for start, stop in ((0, 100), (100, 137), (137, 201)):
+    statistics.update(features[start:stop])
+  # A padded last batch of 100 rows: the last 64 real ones, then garbage padding.
+  padded = np.concatenate([features[201:], np.full((36, 32), 1e6, np.float32)])
+  mask = np.arange(100) < 64
+  statistics.update(padded, mask=mask)
+  assert statistics.count == 265
+  reference = features.astype(np.float64)
+  np.testing.assert_allclose(statistics.mean, reference.mean(axis=0), rtol=1e-12)
+  np.testing.assert_allclose(statistics.covariance, np.cov(reference, rowvar=False),
+                             rtol=1e-9, atol=1e-12)
+
+
+def test_streaming_statistics_reject_wrong_width():
+  with pytest.raises(ValueError, match=r"expected \[B, 8\]"):
+    FeatureStatistics(8).update(np.zeros((4, 7)))
+
+
+def _reference_inception_score(logits, splits):
+  """The original IS code's loop, on float64 softmax probabilities."""
+  exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+  probs = exp / exp.sum(axis=1, keepdims=True)
+  scores = []
+  for i in range(splits):
+    part = probs[i * len(probs) // splits:(i + 1) * len(probs) // splits]
+    kl = part * (np.log(part) - np.log(np.mean(part, axis=0, keepdims=True)))
+    scores.append(np.exp(np.mean(np.sum(kl, axis=1))))
+  return np.mean(scores), np.std(scores)
+
+
+def test_inception_score_matches_numpy_reference():
+  # 1003 rows: not a multiple of 10, so the chunk boundaries matter.
+  logits = np.random.default_rng(4).standard_normal((1003, 1008)) * 3
+  got_mean, got_std = inception_score(logits.astype(np.float32), splits=10)
+  want_mean, want_std = _reference_inception_score(logits.astype(np.float32).astype(np.float64),
+                                                   splits=10)
+  np.testing.assert_allclose([got_mean, got_std], [want_mean, want_std], rtol=1e-10)
+
+
+def test_inception_score_extremes():
+  # Identical predictions: no information about x, score 1.
+  mean, std = inception_score(np.tile(np.random.default_rng(5).standard_normal(20), (100, 1)))
+  np.testing.assert_allclose([mean, std], [1.0, 0.0], atol=1e-9)
+  # Confident predictions spread evenly over 10 classes: score 10.
+  confident = 100.0 * np.eye(10)[np.arange(1000) % 10]
+  np.testing.assert_allclose(inception_score(confident)[0], 10.0, rtol=1e-9)
