@@ -76,8 +76,18 @@ class Checkpointer:
         `abstract_state` (a different config wrote it).
     """
     step = self.latest_step()
-    if step is None:
-      return None
+    return None if step is None else self.restore(step, abstract_state)
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Checkpoint `step` restored onto `abstract_state`'s shardings.
+
+    Raises:
+      CheckpointError: there is no such step, it cannot be read, or it does not fit
+        `abstract_state` (a different config wrote it).
+    """
+    if step not in self._manager.all_steps():
+      raise CheckpointError(f"no checkpoint of step {step} in {self.directory} (it has "
+                            f"{sorted(self._manager.all_steps()) or 'none'})")
     fix = ("restore the config that wrote it, or start a fresh run in another --workdir; "
            "the checkpoint was left untouched")
     where = self.path(step)

@@ -9,6 +9,7 @@ from bigbigan import losses
 from bigbigan import steps
 from bigbigan import tasks
 from bigbigan.data import images
+from bigbigan.evaluation import images as image_evaluation
 from bigbigan.errors import ConfigError
 from bigbigan.models import biggan
 from bigbigan.models import encoder as encoder_lib
@@ -32,7 +33,10 @@ DATASET_FIELDS = {
 # BigBiGAN's (configs/bigbigan_base.py) in addition to the shared ones.
 BIGBIGAN_POSITIVE_INTEGERS = ("d_steps", "eval_batch_size", "generator.ch", "discriminator.ch",
                               "encoder.width", "encoder.base_width", "encoder.head_width",
-                              "encoder.head_depth", "encoder.resolution")
+                              "encoder.head_depth", "encoder.resolution", "probe_epochs",
+                              "fid_samples", "report_neighbour_pool")
+BIGBIGAN_NON_NEGATIVE_INTEGERS = ("probe_patience",)
+BIGBIGAN_POSITIVE_NUMBERS = ("probe_learning_rate",)
 BIGBIGAN_RANGES = ("optimizer.b1", "optimizer.b2", "optimizer.lr_decay_start_fraction",
                    "optimizer.lr_decay_final_scale", "optimizer.weight_decay", "ema_decay")
 ENCODER_OUTPUTS = ("avepool_feat", "bn_crelu_feat", "z_mean")
@@ -167,7 +171,8 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
     raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
                       f"{tuple(images.FRAMING)} (any of their TFDS configs)")
   _check_numbers(config, POSITIVE_INTEGERS + BIGBIGAN_POSITIVE_INTEGERS,
-                 NON_NEGATIVE_INTEGERS, POSITIVE_NUMBERS, BIGBIGAN_RANGES)
+                 NON_NEGATIVE_INTEGERS + BIGBIGAN_NON_NEGATIVE_INTEGERS,
+                 POSITIVE_NUMBERS + BIGBIGAN_POSITIVE_NUMBERS, BIGBIGAN_RANGES)
   _choice(config, "latent_prior", steps.PRIORS)
   _choice(config, "batch_norm_scope", bigbigan_steps.BATCH_NORM_SCOPES)
   _choice(config, "compute_dtype", COMPUTE_DTYPES)
@@ -188,6 +193,12 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
   if not config.eval_features or not set(config.eval_features) <= set(ENCODER_OUTPUTS):
     raise ConfigError(f"config.eval_features={config.eval_features!r}: a non-empty tuple of "
                       f"{ENCODER_OUTPUTS}")
+  if not set(config.eval_metrics) <= set(image_evaluation.METRICS):
+    raise ConfigError(f"config.eval_metrics={config.eval_metrics!r}: a tuple of "
+                      f"{image_evaluation.METRICS}")
+  if not config.knn_ks or not all(_is_integer(k) and k >= 1 for k in config.knn_ks):
+    raise ConfigError(f"config.knn_ks={config.knn_ks!r}: a non-empty tuple of integers >= 1, "
+                      "e.g. (1, 20)")
   for field in ("batch_size", "eval_batch_size"):
     _divides(config, field, num_devices, "devices")
     _divides(config, field, num_processes, "processes")

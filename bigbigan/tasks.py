@@ -8,7 +8,7 @@ mixture or flattened MNIST (`config.dataset` picks the task); BigBiGAN's network
 """
 
 import functools
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import jax
 import ml_collections
@@ -128,7 +128,9 @@ class ImageTask:
   def normalise(x: jax.Array) -> jax.Array:
     return bigbigan_steps.normalise_images(x)
 
-  def make_evaluator(self, networks: Networks) -> Evaluator:
+  def make_evaluator(self, networks: Networks,
+                     metrics: Optional[Sequence[str]] = None) -> Evaluator:
+    """The evaluation suite (evaluation/images.py) of `metrics`, by default the config's."""
     config, mesh = self._config, self._mesh
     init = jax.jit(functools.partial(
         bigbigan_steps.init_bigbigan_state, networks,
@@ -136,7 +138,8 @@ class ImageTask:
         out_shardings=sharding.replicated(mesh))
     # The run's own initial state (the trainer initialises from the same seed).
     return ImageEvaluator(config, networks, mesh, self._workdir, self._eval_preprocess,
-                          initial_state=lambda: init(jax.random.PRNGKey(config.seed)))
+                          initial_state=lambda: init(jax.random.PRNGKey(config.seed)),
+                          metrics=metrics)
 
 
 TASKS = {"mixture": MixtureTask, "mnist": MnistTask}

@@ -76,6 +76,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def write_evaluation(writer, step: int, results: dict) -> None:
+  """An evaluator's results: scalars, and images ([1, H, W, C] arrays) for TensorBoard."""
+  writer.write_scalars(step, {k: v for k, v in results.items() if np.ndim(v) == 0})
+  images = {k: v for k, v in results.items() if np.ndim(v) == 4}
+  if images:
+    writer.write_images(step, images)
+
+
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
@@ -219,7 +227,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         history = []
       # A preempted run saves first and skips evaluation: the grace period is short.
       if not preempted and (step % config.eval_every_steps == 0 or done):
-        writer.write_scalars(step, evaluate(state, step))
+        write_evaluation(writer, step, evaluate(state, step))
       if save_now:
         checkpointer.save(step, state)
         last_good = step

@@ -85,13 +85,31 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.seed = 0
   config.total_steps = 500_000
 
-  # Evaluation: the linear probe (and 1-NN) of the EMA encoder's features, fitted on
-  # `probe_train_split` and measured on `eval_split`, the paper's train_val (10,000 training
-  # images kept out of the probe's data); Table 2's figures use ImageNet's validation split.
-  config.eval_split = "train[:10000]"
-  config.probe_train_split = "train[10000:60000]"
+  # Evaluation (bigbigan/evaluation/images.py): training runs `eval_metrics` every
+  # `eval_every_steps`; `python -m bigbigan.evaluate --workdir=...` runs any of them on a
+  # checkpoint. Periodically the cheap ones, k-NN and the figures; the paper's linear probe
+  # (Tables 1 and 2) and FID/IS (Tables 1 and 3) at the end, with bigbigan.evaluate.
+  config.eval_metrics = ("knn", "reports")
   config.eval_features = ("avepool_feat", "bn_crelu_feat")
-  config.eval_linear_probe = True  # False: the 1-NN accuracy only.
+  # The probe: trained on train minus train_val (the paper's 10,000 held-out images),
+  # early-stopped on train_val, top-1/top-5 on validation; streamed (features recomputed
+  # by the encoder on every pass), as ImageNet's features do not fit in memory.
+  config.probe_train_split = "train[10000:]"
+  config.probe_train_val_split = "train[:10000]"
+  config.eval_split = "validation"
+  config.probe_in_memory = False
+  config.probe_epochs = 10
+  config.probe_learning_rate = 0.1
+  config.probe_patience = 3  # Epochs without a better train_val top-1; 0: run them all.
+  # k-NN (cosine) of eval_split against these labelled images, held in host memory.
+  config.knn_train_split = "train[10000:110000]"
+  config.knn_ks = (1, 20)
+  # FID and IS: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth,
+  # downloaded by the user); FID against as many real images of fid_reference_split.
+  config.inception_weights = ""
+  config.fid_samples = 50_000
+  config.fid_reference_split = "train"
+  config.report_neighbour_pool = 2048  # Images searched for the nearest-neighbour figure.
   config.eval_batch_size = 1024
   config.eval_every_steps = 10_000
   config.log_every_steps = 500
@@ -115,8 +133,14 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
                              resolution=64 if high_res_encoder else 32))
   config.dataset = "mnist"
   config.train_split = "train"
+  config.eval_metrics = ("linear_probe", "knn", "reports")
+  config.probe_train_split = config.knn_train_split = "train[10000:]"
+  config.probe_train_val_split = "train[:10000]"
   config.eval_split = "test"
-  config.probe_train_split = "train"
+  config.probe_in_memory = True
+  config.probe_epochs = 30
+  config.fid_samples = 10_000
+  config.fid_reference_split = "test"
   config.eval_batch_size = 512
   config.eval_features = ("avepool_feat",)
   config.batch_size = 32

@@ -88,7 +88,11 @@ def tiny_bigbigan_config(variant: str = "", **overrides):
   return apply_overrides(config, {
       "batch_size": 8, "eval_batch_size": 8, "total_steps": 2, "log_every_steps": 1,
       "eval_every_steps": 2, "checkpoint_every_steps": 2, "encoder.head_width": 32,
-      "discriminator.latent_width": 32, "discriminator.joint_width": 32, **overrides})
+      "discriminator.latent_width": 32, "discriminator.joint_width": 32,
+      # The mock's 20 training images: 12 to fit the probe (and for k-NN), 8 to stop it.
+      "probe_train_split": "train[8:]", "knn_train_split": "train[8:]",
+      "probe_train_val_split": "train[:8]", "probe_epochs": 3, "knn_ks": (1, 5),
+      "report_neighbour_pool": 8, **overrides})
 
 
 def fixed_image_batches(config, start_step: int, process_index: int = 0,
@@ -123,7 +127,7 @@ def _train_in_subprocess(argv: list[str]) -> None:
       train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
     else:
       total_steps, start_step = map(int, steps)
-      config = tiny_bigbigan_config(total_steps=total_steps, eval_linear_probe=False)
+      config = tiny_bigbigan_config(total_steps=total_steps, eval_metrics=("knn",))
       train.train_and_evaluate(config, workdir, train_batches=fixed_image_batches(
           config, start_step, jax.process_index(), jax.process_count()))
 

@@ -9,8 +9,9 @@ import sys
 import jax
 import numpy as np
 import pytest
+from absl import flags
 
-from bigbigan import train
+from bigbigan import evaluate, train
 from conftest import REPO, free_port, run_processes
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
@@ -34,21 +35,38 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   final = records[-1]
   for name in LOSSES + ("linear_accuracy", "knn_1_accuracy_cosine",
                         "linear_accuracy_random_init", "knn_1_accuracy_cosine_random_init",
-                        "linear_accuracy_avepool_feat"):
+                        "linear_accuracy_avepool_feat", "linear_top5_accuracy_avepool_feat",
+                        "linear_train_val_accuracy_avepool_feat",
+                        "knn_5_accuracy_cosine_avepool_feat"):
     assert np.isfinite(final[name]), name
-  for name in ("linear_accuracy", "linear_accuracy_random_init"):
+  for name in ("linear_accuracy", "linear_accuracy_random_init", "knn_5_accuracy_cosine_avepool_feat"):
     # 11 test images: the accuracy is a whole number of them.
     assert final[name] * 11 == pytest.approx(round(final[name] * 11))
-  assert (tmp_path / "images_0000002.png").exists()
+  assert final["linear_top5_accuracy_avepool_feat"] >= final["linear_accuracy"]
+  for figure in ("reconstructions", "interpolations", "neighbours"):
+    assert (tmp_path / f"{figure}_0000002.png").exists(), figure
   assert _steps(tmp_path) == [2]
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["network"] == "biggan" and saved["dataset"] == "mnist"
+
+  # bigbigan.evaluate on the saved checkpoint reproduces training's evaluation of it; FID
+  # and IS without Inception weights are named as not computed, and k-NN still runs.
+  flags.FLAGS(["evaluate", f"--workdir={tmp_path}", "--metrics=knn,fid,is", "--step=2"])
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main(["evaluate"])
+  assert exit_info.value.code == 1
+  evaluated = _metrics(tmp_path)[-1]
+  assert evaluated["step"] == 2 and evaluated["evaluation"] == "bigbigan.evaluate"
+  for name in ("knn_1_accuracy_cosine", "knn_5_accuracy_cosine_avepool_feat",
+               "knn_1_accuracy_cosine_random_init"):
+    assert evaluated[name] == final[name], name
+  assert "fid" not in evaluated and "linear_accuracy" not in evaluated
 
 
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
   def run(workdir, total_steps, start_step):
     config = tiny_bigbigan_config(data_dir=mock_mnist, total_steps=total_steps,
-                                  eval_every_steps=100, eval_linear_probe=False)
+                                  eval_every_steps=100, eval_metrics=("knn",))
     return train.train_and_evaluate(config, str(workdir),
                                     train_batches=fixed_image_batches(config, start_step))
 
@@ -83,7 +101,7 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   assert _steps(tmp_path / "multi") == [2, 3]
 
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), total_steps=3,
-                                eval_linear_probe=False)
+                                eval_metrics=("knn",))
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import mnist_mock  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(data_dir=str(metadata_dir),

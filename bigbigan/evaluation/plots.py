@@ -45,17 +45,21 @@ def save_image_grids(path: str, grids: dict[str, np.ndarray], title: str,
   FigureCanvasAgg(figure)
   axes = figure.subplots(1, len(grids), squeeze=False)[0]
   for ax, (name, images) in zip(axes, grids.items()):
-    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-    rows = -(-len(images) // columns)
-    padded = np.zeros((rows * columns,) + images.shape[1:], np.float32)
-    padded[:len(images)] = images
-    height, width = images.shape[1:3]
-    # [rows, columns, H, W, ...] -> one [rows * H, columns * W, ...] mosaic.
-    mosaic = padded.reshape((rows, columns) + images.shape[1:]).swapaxes(1, 2).reshape(
-        (rows * height, columns * width) + images.shape[3:])
+    mosaic = image_mosaic(images, columns)
     ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0.0, vmax=1.0)
     ax.set_title(name)
     ax.axis("off")
   figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path)
+
+
+def image_mosaic(images: np.ndarray, columns: int) -> np.ndarray:
+  """[N, H, W(, 3)] images in [0, 1] -> one [rows * H, columns * W(, 3)] mosaic (row-major)."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  rows = -(-len(images) // columns)
+  padded = np.zeros((rows * columns,) + images.shape[1:], np.float32)
+  padded[:len(images)] = images
+  height, width = images.shape[1:3]
+  return padded.reshape((rows, columns) + images.shape[1:]).swapaxes(1, 2).reshape(
+      (rows * height, columns * width) + images.shape[3:])

@@ -1,0 +1,160 @@
+"""Evaluates a BigBiGAN run's checkpoint: `python -m bigbigan.evaluate --workdir=DIR`.
+
+    python -m bigbigan.evaluate --workdir=/tmp/bigbigan_mnist \
+        [--step=N] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
+
+The run's own config (DIR/config.json) rebuilds its networks; the checkpoint of `--step`
+(default: the latest) is restored and its EMA weights evaluated with the suite that training
+runs periodically (bigbigan/evaluation/images.py; `--metrics` defaults to the config's
+`eval_metrics`). Results are appended to DIR/metrics.jsonl as one line
+{"step": N, "evaluation": "bigbigan.evaluate", ...}, written to TensorBoard (scalars and the
+report images), and printed as a table. A metric that cannot run (no Inception weights, a
+dataset without labels) is named with its reason; the others still run, and the exit status
+is then 1.
+"""
+
+import functools
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app
+from absl import flags
+from clu import metric_writers
+
+from bigbigan import bigbigan_steps, checkpointing, sharding, tasks
+from bigbigan import optimizers as optimizers_lib
+from bigbigan.data import pipeline
+from bigbigan.errors import BigBiganError, CheckpointError, ConfigError
+from bigbigan.evaluation import images
+from bigbigan.models.networks import build_networks
+from bigbigan.train import write_evaluation
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step; default: the latest.")
+_METRICS = flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's "
+                             "config.eval_metrics): linear_probe, knn, fid, is, reports.")
+_INCEPTION_WEIGHTS = flags.DEFINE_string(
+    "inception_weights", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for FID/IS.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the run's.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def load_run_config(workdir: str):
+  """The config a run wrote to `workdir`/config.json, as a ConfigDict."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"{path} not found: --workdir must be a run's directory "
+                      "(python -m bigbigan.main writes config.json there)")
+  with open(path) as f:
+    fields = json.load(f)
+
+  def tuples(value):  # JSON has lists where the config had tuples.
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    return tuple(value) if isinstance(value, list) else value
+
+  return ml_collections.ConfigDict(tuples(fields))
+
+
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
+                        metrics: Optional[Sequence[str]] = None, devices=None
+                        ) -> tuple[int, dict, dict[str, str]]:
+  """Restores `workdir`'s checkpoint `step` (default: the latest) and evaluates it.
+
+  Args:
+    config: the run's config (`load_run_config`).
+    workdir: the run's directory; figures and the FID reference statistics go there too.
+    step: the checkpoint's step, or None for the latest.
+    metrics: a subset of evaluation.images.METRICS; None: `config.eval_metrics`.
+    devices: the mesh's devices (default: all).
+
+  Returns:
+    (step, results: scalars and "report/..." images, errors: metric -> why it did not run).
+
+  Raises:
+    ConfigError: the run is not a BigBiGAN run or a metric is unknown.
+    CheckpointError: no (such) checkpoint, or one the config cannot read.
+  """
+
+  if config.get("network") != "biggan":
+    raise ConfigError(f"{workdir} holds a run of config.network={config.get('network')!r}: "
+                      "bigbigan.evaluate evaluates BigBiGAN runs (configs/bigbigan_base.py, "
+                      "resnet50.py, revnet4x.py); the MLP models evaluate while training")
+  unknown = set(metrics or ()) - set(images.METRICS)
+  if unknown:
+    raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {images.METRICS}")
+  mesh = sharding.make_mesh(devices)
+  task = tasks.make_task(config, mesh, workdir)
+  networks = build_networks(config, task.data_dim)
+  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
+                           optimizers_lib.make_optimizers(config), config=config)
+  replicated = sharding.replicated(mesh)
+  abstract_state = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {checkpointer.directory}: train first "
+                            "(python -m bigbigan.main)")
+    state = checkpointer.restore(step, abstract_state)
+  finally:
+    checkpointer.close()
+  evaluator = task.make_evaluator(networks, metrics)
+  results = evaluator(state, step)
+  return step, results, dict(evaluator.errors)
+
+
+def write_results(workdir: str, step: int, results: dict) -> None:
+  """Appends the scalars to metrics.jsonl and writes scalars and images to TensorBoard."""
+  scalars = {k: np.asarray(v).item() for k, v in results.items() if np.ndim(v) == 0}
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": step, "evaluation": "bigbigan.evaluate", **scalars}) + "\n")
+  writer = metric_writers.create_default_writer(workdir, just_logging=False,
+                                                asynchronous=False)
+  write_evaluation(writer, step, results)
+  writer.close()
+
+
+def format_table(step: int, results: dict) -> str:
+  """The scalars as an aligned two-column table."""
+  scalars = {k: v for k, v in results.items() if np.ndim(v) == 0}
+  width = max([len(k) for k in scalars] + [6])
+  lines = [f"{'metric':<{width}}  value (step {step})", f"{'-' * width}  {'-' * 12}"]
+  lines += [f"{name:<{width}}  {float(value):.4f}" for name, value in sorted(scalars.items())]
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # TensorFlow only reads the data: keep it off the accelerators JAX uses.
+  pipeline.hide_accelerators_from_tensorflow()
+  try:
+    config = load_run_config(_WORKDIR.value)
+    if _INCEPTION_WEIGHTS.value is not None:
+      config.inception_weights = _INCEPTION_WEIGHTS.value
+    if _DATA_DIR.value is not None:
+      config.data_dir = _DATA_DIR.value
+    step, results, errors = evaluate_checkpoint(config, _WORKDIR.value, _STEP.value,
+                                                _METRICS.value)
+  except BigBiganError as error:
+    print(f"bigbigan: error: {error}", file=sys.stderr)
+    sys.exit(1)
+  if jax.process_index() == 0:
+    write_results(_WORKDIR.value, step, results)
+    print(format_table(step, results))
+  for metric, reason in errors.items():
+    print(f"bigbigan: error: {metric} not computed: {reason}", file=sys.stderr)
+  if errors:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
