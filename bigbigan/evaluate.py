@@ -2,6 +2,7 @@
 
     python -m bigbigan.evaluate --workdir=/tmp/bigbigan_mnist \
         [--step=N] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
+        [--distributed ...]   # every process of a multi-host job runs it, as for training
 
 The run's own config (DIR/config.json) rebuilds its networks; the checkpoint of `--step`
 (default: the latest) is restored and its EMA weights evaluated with the suite that training
@@ -26,7 +27,7 @@ from absl import app
 from absl import flags
 from clu import metric_writers
 
-from bigbigan import bigbigan_steps, checkpointing, sharding, tasks
+from bigbigan import bigbigan_steps, checkpointing, distributed, sharding, tasks
 from bigbigan import optimizers as optimizers_lib
 from bigbigan.data import pipeline
 from bigbigan.errors import BigBiganError, CheckpointError, ConfigError
@@ -136,6 +137,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # TensorFlow only reads the data: keep it off the accelerators JAX uses.
   pipeline.hide_accelerators_from_tensorflow()
+  distributed.initialize_if_requested()
   try:
     config = load_run_config(_WORKDIR.value)
     if _INCEPTION_WEIGHTS.value is not None:

@@ -13,15 +13,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bigbigan import distributed
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, figures.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (when not auto-detected).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,11 +37,8 @@ def main(argv):
   # TensorFlow is only the input pipeline: keep it off the accelerators JAX uses.
   from bigbigan.data import pipeline  # pylint: disable=g-import-not-at-top
   pipeline.hide_accelerators_from_tensorflow()
+  distributed.initialize_if_requested()
   import jax  # pylint: disable=g-import-not-at-top
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
   from bigbigan import train  # pylint: disable=g-import-not-at-top
   from bigbigan.errors import BigBiganError  # pylint: disable=g-import-not-at-top
 

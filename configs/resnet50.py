@@ -11,6 +11,12 @@ measures the step; docs/benchmarks.md has the figures). Expected: linear probe 5
 on train_val (Table 1), 55.4% (avepool) / 56.6% (BN+CReLU) on ImageNet validation
 (Table 2); IS 23.3, FID 28.5.
 
+The paper's measures at the end (Table 1: train_val, Table 2: validation; see README.md,
+"Evaluating BigBiGAN"):
+
+  python -m bigbigan.evaluate --workdir=gs://bucket/resnet50 \
+      --metrics=linear_probe,knn,fid,is,reports --inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
+
 Variant "tiny" (`--config=configs/resnet50.py:tiny`): the same recipe with narrow networks
 on MNIST (G 32 pixels, E 64), a few minutes per 1,000 iterations on a CPU.
 """

@@ -11,6 +11,12 @@ learning rate 10x G's. 500K iterations of batch 2048 for Table 1, 1M for Table 2
 --config=configs/revnet4x.py`). Expected: linear probe 60.2% top-1 on train_val (Table 1),
 60.8% (avepool) / 61.3% (BN+CReLU) on ImageNet validation (Table 2).
 
+The paper's measures at the end (Table 1: train_val, Table 2: validation; see README.md,
+"Evaluating BigBiGAN"):
+
+  python -m bigbigan.evaluate --workdir=gs://bucket/revnet4x \
+      --metrics=linear_probe,knn,fid,is,reports --inception_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
+
 Variant "tiny" (`--config=configs/revnet4x.py:tiny`): the same recipe with narrow networks
 on MNIST (G 32 pixels, E 64), for a CPU.
 """

@@ -62,6 +62,15 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
     assert evaluated[name] == final[name], name
   assert "fid" not in evaluated and "linear_accuracy" not in evaluated
 
+  # The probe streamed (features recomputed by the encoder on every pass, as for ImageNet).
+  config = evaluate.load_run_config(str(tmp_path))
+  config.probe_in_memory = False
+  step, streamed, errors = evaluate.evaluate_checkpoint(config, str(tmp_path),
+                                                        metrics=("linear_probe",))
+  assert step == 2 and not errors
+  assert streamed["linear_accuracy"] * 11 == pytest.approx(round(streamed["linear_accuracy"] * 11))
+  assert streamed["linear_top5_accuracy_avepool_feat"] >= streamed["linear_accuracy"]
+
 
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
   def run(workdir, total_steps, start_step):

@@ -141,7 +141,8 @@ class ImageEvaluator:
             *[(features[name], labels) for features, labels in data], self._num_classes,
             self._mesh, batch_size=c.eval_batch_size, seed=c.seed, **options)
       else:
-        fn = jax.jit(lambda images, name=name: self._feature_fn(state, [name])(images)[name])
+        # Not jitted again: `encode` is, and a jit here would embed the state as constants.
+        fn = lambda images, name=name: self._feature_fn(state, [name])(images)[name]
         streams = [streaming_probe.feature_batches(
             functools.partial(self._image_batches, split), fn, self._mesh) for split in splits]
         result = streaming_probe.train_linear_probe(*streams, self._num_classes,
@@ -344,16 +345,16 @@ class ImageEvaluator:
     """PNGs on process 0; returns {"report/<figure>": [1, H, W, 3]} for TensorBoard."""
     images = {}
     for figure, grids in figures.items():
-      grids = {name: _to_unit_range(sharding.gather_rows(v) if isinstance(v, jax.Array)
-                                    else v) for name, v in grids.items()}
+      grids = {name: _to_unit_range(sharding.gather_rows(v, GRID_IMAGES)
+                                    if isinstance(v, jax.Array) else v)
+               for name, v in grids.items()}
       columns = {"interpolations": INTERPOLATION_STEPS + 2,
                  "neighbours": NEIGHBOURS + 1}.get(figure, GRID_COLUMNS)
       if jax.process_index() == 0:
         plots.save_image_grids(os.path.join(self._workdir, f"{figure}_{step:07d}.png"),
                                grids, f"step {step}: {title}", columns=columns)
       for name, grid in grids.items():
-        mosaic = plots.image_mosaic(grid[:GRID_IMAGES * 2], columns)
-        images[f"report/{figure}/{name}"] = mosaic[None]
+        images[f"report/{figure}/{name}"] = plots.image_mosaic(grid, columns)[None]
     return images
 
   # ---- The suite. ----
