@@ -25,9 +25,10 @@ for the rows with a high-resolution E), for CPU. The CPU target of the BigBiGAN 
   TFDS_DATA_DIR=/path/to/tfds python -m bigbigan.main \
       --config=configs/bigbigan_base.py:tiny --workdir=/tmp/bigbigan_mnist
 
-about 30 minutes on 2 CPU cores. Measured: G's samples are digits, but the EMA encoder's
-linear probe (68.9%) stays below the same encoder at random initialisation (90.9%);
-README.md ("Results: BigBiGAN on MNIST") has the figures and the grid.
+28 minutes on 2 CPU cores (6,000 iterations, two evaluations). Measured: the EMA encoder's
+linear probe 92.8% top-1 on MNIST's test set, vs 90.3% for the same encoder at random
+initialisation (1-NN 86.0% vs 89.2%); README.md ("Results: BigBiGAN on MNIST") has the
+figures.
 """
 
 import os

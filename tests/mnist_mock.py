@@ -89,6 +89,8 @@ def tiny_bigbigan_config(variant: str = "", **overrides):
       "batch_size": 8, "eval_batch_size": 8, "total_steps": 2, "log_every_steps": 1,
       "eval_every_steps": 2, "checkpoint_every_steps": 2, "encoder.head_width": 32,
       "discriminator.latent_width": 32, "discriminator.joint_width": 32,
+      # The paper's two D steps per E/G step and equal G and E learning rates.
+      "d_steps": 2, "optimizer.encoder_learning_rate_multiplier": 1.0,
       # The mock's 20 training images: 12 to fit the probe (and for k-NN), 8 to stop it.
       "probe_train_split": "train[8:]", "knn_train_split": "train[8:]",
       "probe_train_val_split": "train[:8]", "probe_epochs": 3, "knn_ks": (1, 5),
@@ -127,7 +129,7 @@ def _train_in_subprocess(argv: list[str]) -> None:
       train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
     else:
       total_steps, start_step = map(int, steps)
-      config = tiny_bigbigan_config(total_steps=total_steps, eval_metrics=("knn",))
+      config = tiny_bigbigan_config(total_steps=total_steps, eval_metrics=())
       train.train_and_evaluate(config, workdir, train_batches=fixed_image_batches(
           config, start_step, jax.process_index(), jax.process_count()))
 

@@ -75,7 +75,7 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
   def run(workdir, total_steps, start_step):
     config = tiny_bigbigan_config(data_dir=mock_mnist, total_steps=total_steps,
-                                  eval_every_steps=100, eval_metrics=("knn",))
+                                  eval_every_steps=100, eval_metrics=())
     return train.train_and_evaluate(config, str(workdir),
                                     train_batches=fixed_image_batches(config, start_step))
 
@@ -110,7 +110,7 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   assert _steps(tmp_path / "multi") == [2, 3]
 
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), total_steps=3,
-                                eval_metrics=("knn",))
+                                eval_metrics=())
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import mnist_mock  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(data_dir=str(metadata_dir),
@@ -127,7 +127,6 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
     for name in LOSSES:
       np.testing.assert_allclose(a[name], b[name], rtol=2e-5 if a["step"] < 3 else 1e-2,
                                  err_msg=f"{name} at step {a['step']}")
-  assert multi[-1]["knn_1_accuracy_cosine"] == pytest.approx(single[-1]["knn_1_accuracy_cosine"])
 
 
 def test_missing_imagenet_is_one_clear_line(tmp_path):

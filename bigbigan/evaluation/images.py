@@ -104,9 +104,7 @@ class ImageEvaluator:
     features = pipeline.prepared_builder(config.dataset, config.data_dir).info.features
     self._num_classes = features["label"].num_classes if "label" in features else None
     self.errors: dict[str, str] = {}  # Metric -> why it did not run, for the last call.
-    latents = sample_prior(jax.random.PRNGKey(config.seed + 1),
-                           (GRID_IMAGES, config.latent_dim), config.latent_prior)
-    self._latents = sharding.from_host_array(np.asarray(latents), mesh)
+    self._latents = None  # The sample grid's, drawn at the first report.
 
   # ---- Data and features. ----
 
@@ -287,6 +285,10 @@ class ImageEvaluator:
   def _reports(self, state: TrainState) -> dict[str, np.ndarray]:
     """{figure name: [N, H, W, 3] images in [0, 1], or a mosaic} at G's resolution."""
     c = self._config
+    if self._latents is None:
+      latents = sample_prior(jax.random.PRNGKey(c.seed + 1), (GRID_IMAGES, c.latent_dim),
+                             c.latent_prior)
+      self._latents = sharding.from_host_array(np.asarray(latents), self._mesh)
     grids = {"samples G(z)": self._fns["generate"](state, self._latents)}
     if not self._has_encoder:
       return {"samples": {"samples G(z)": grids["samples G(z)"]}}
