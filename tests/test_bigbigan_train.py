@@ -120,12 +120,13 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   multi, single = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
   assert [r["step"] for r in multi] == [r["step"] for r in single] == [1, 2, 3]
   # Reductions over 2 processes and over 1 sum in different orders. The first steps agree to
-  # float32 rounding; after them, Adam with beta1 0 (an update of about lr * sign(g) for each
-  # weight) turns the rounding of near-zero gradients into lr-sized weight differences, so
-  # the resumed third step agrees to 1e-2 (1.5e-3 measured for encoder_std).
+  # float32 rounding (2.4e-5 measured for eg_loss at step 2); after them, Adam with beta1 0
+  # (an update of about lr * sign(g) for each weight) turns the rounding of near-zero
+  # gradients into lr-sized weight differences, so the resumed third step agrees to 1e-2
+  # (1.5e-3 measured for encoder_std).
   for a, b in zip(multi, single):
     for name in LOSSES:
-      np.testing.assert_allclose(a[name], b[name], rtol=2e-5 if a["step"] < 3 else 1e-2,
+      np.testing.assert_allclose(a[name], b[name], rtol=1e-4 if a["step"] < 3 else 1e-2,
                                  err_msg=f"{name} at step {a['step']}")
 
 
