@@ -250,32 +250,81 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def make_bigbigan_inference_fns(networks: Networks, mesh: Mesh
-                                ) -> dict[str, Callable[..., jax.Array]]:
-  """Jitted evaluation-mode G and E: EMA params if the state keeps them, BatchNorm on its
-  running averages, spectral norm on its stored vectors; inputs and outputs sharded on
-  `data`.
+def per_image_noise(x: jax.Array, latent_dim: int, seed: jax.Array) -> jax.Array:
+  """eps ~ N(0, I) [N, latent_dim], a function of each image's 8-bit pixel values and `seed`.
 
-  Returns {"generate": (state, z) -> G(z) in [-1, 1], float32} and, with an encoder,
-  {"encode": (state, x in [-1, 1]) -> E's outputs (z_mean, z_sample, avepool_feat,
-  bn_crelu_feat)}; E's noise comes from a fixed key, so `encode` is a function of x alone.
+  Each image's key folds a 32-bit hash of its pixels, quantised to the 256 levels of uint8
+  images, into PRNGKey(seed): an image gets the same z_sample in any batch and whether it
+  came as uint8 or float (rounding differences of 1e-7 cannot move a level). The hash is a
+  position-weighted sum in uint32 arithmetic (exact whatever the reduction's order), mixed
+  by MurmurHash3's finaliser.
+  """
+  levels = jnp.round((jnp.clip(x.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5)
+  pixels = levels.astype(jnp.uint32).reshape(len(x), -1)
+  weights = jnp.arange(pixels.shape[1], dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) | 1
+  h = jnp.sum(pixels * weights, axis=1, dtype=jnp.uint32)
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  h = h ^ (h >> 16)
+  base = jax.random.PRNGKey(seed)
+  return jax.vmap(lambda data: jax.random.normal(jax.random.fold_in(base, data),
+                                                 (latent_dim,)))(h)
+
+
+def fit_resolution(x: jax.Array, resolution: int, pool: bool = False) -> jax.Array:
+  """Images [N, H, W, 3] in [-1, 1] at `resolution` pixels: unchanged if they are, 2x2-
+  average-pooled as training feeds D from E's images (`pool`, when the sides differ by a
+  power of two), else resized as the input pipeline resizes (bicubic, antialiased), clipped
+  to [-1, 1] as its uint8 rounding does."""
+  side = x.shape[1]
+  if x.shape[1:3] == (resolution, resolution):
+    return x
+  ratio = side // resolution
+  if pool and x.shape[2] == side and side % resolution == 0 and ratio & (ratio - 1) == 0:
+    return to_discriminator_resolution(x, resolution)
+  resized = jax.image.resize(x, (len(x), resolution, resolution, x.shape[3]), "bicubic",
+                             antialias=True)
+  return jnp.clip(resized, -1.0, 1.0)
+
+
+def make_bigbigan_inference_fns(config: ml_collections.ConfigDict, networks: Networks,
+                                mesh: Mesh) -> dict[str, Callable[..., jax.Array]]:
+  """Jitted evaluation-mode G, E and D: EMA params of G and E if the state keeps them,
+  BatchNorm on its running averages, spectral norm on its stored vectors; inputs and outputs
+  sharded on `data`.
+
+  Returns {"generate": (state, z) -> G(z) in [-1, 1], float32,
+  "discriminate": (state, x in [-1, 1] at G's resolution, z) -> D's scores {"x", "z", "xz"}}
+  and, with an encoder, {"encode": (state, x in [-1, 1], seed=0) -> E's outputs (z_mean,
+  z_sample, avepool_feat, bn_crelu_feat)}; E's noise is `per_image_noise` of x as given, so
+  `encode` is a function of each image (and the seed) alone. Images of another size are
+  brought to E's resolution, or to G's for D, by `fit_resolution`.
   """
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  resolution, encoder_resolution = config.resolution, config.encoder.resolution
 
   def apply(name: str, state: TrainState, *inputs, **kwargs):
     network = getattr(state, name)
     module = getattr(networks, name)
-    return module.apply(_variables(network, inference_params(state, name)), *inputs,
-                        train=False, **kwargs)
+    params = network.params if name == "discriminator" else inference_params(state, name)
+    return module.apply(_variables(network, params), *inputs, train=False, **kwargs)
 
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
     return apply("generator", state, z).astype(jnp.float32)
 
-  def encode(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
-    outputs = apply("encoder", state, x, rngs={"latent": jax.random.PRNGKey(0)})
+  def encode(state: TrainState, x: jax.Array, seed: jax.Array) -> dict[str, jax.Array]:
+    noise = per_image_noise(x, networks.encoder.latent_dim, seed)
+    x = fit_resolution(x, encoder_resolution)
+    outputs = apply("encoder", state, x, noise=noise)
     return jax.tree.map(lambda v: v.astype(jnp.float32), outputs)
 
-  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch)}
+  def discriminate(state: TrainState, x: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
+    return apply("discriminator", state, fit_resolution(x, resolution, pool=True), z)
+
+  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch),
+         "discriminate": jax.jit(discriminate, in_shardings=(replicated, batch, batch),
+                                 out_shardings=batch)}
   if networks.encoder is not None:
-    fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch), out_shardings=batch)
+    jitted = jax.jit(encode, in_shardings=(replicated, batch, replicated), out_shardings=batch)
+    fns["encode"] = lambda state, x, seed=0: jitted(state, x, jnp.uint32(seed))
   return fns

@@ -32,7 +32,7 @@ def _specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _mismatch(expected: Any, stored: Any) -> Optional[str]:
+def describe_mismatch(expected: Any, stored: Any) -> Optional[str]:
   """The first difference in structure, shape or dtype, as a phrase; None if they agree."""
   want, got = _specs(expected), _specs(stored)
   missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
@@ -55,7 +55,9 @@ class Checkpointer:
   """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic)."""
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    # Orbax wants absolute paths; a URL (gs://bucket/run) already is one.
+    root = workdir if "://" in workdir else os.path.abspath(workdir)
+    self.directory = os.path.join(root, "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -96,7 +98,7 @@ class Checkpointer:
     except Exception as error:  # Orbax raises many types for unreadable files.
       raise CheckpointError(
           f"checkpoint {where} cannot be read ({_first_line(error)}): {fix}") from error
-    problem = _mismatch(abstract_state, stored)
+    problem = describe_mismatch(abstract_state, stored)
     if problem:
       raise CheckpointError(f"checkpoint {where} does not fit the config: {problem}; {fix}")
     try:

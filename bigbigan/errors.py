@@ -19,3 +19,11 @@ class NonFiniteLossError(BigBiganError, FloatingPointError):
 
 class DatasetError(BigBiganError, FileNotFoundError):
   """A dataset is not prepared where TFDS looks for it."""
+
+
+class BundleError(BigBiganError, ValueError):
+  """A pretrained-model bundle is missing, incomplete, corrupt or of another format."""
+
+
+class InputError(BigBiganError, ValueError):
+  """Inputs to a loaded model have the wrong shape, dtype or range."""

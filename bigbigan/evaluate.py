@@ -14,25 +14,21 @@ dataset without labels) is named with its reason; the others still run, and the 
 is then 1.
 """
 
-import functools
 import json
 import os
 import sys
 from typing import Optional, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
 from clu import metric_writers
 
-from bigbigan import bigbigan_steps, checkpointing, distributed, sharding, tasks
-from bigbigan import optimizers as optimizers_lib
+from bigbigan import distributed, runs, sharding, tasks
 from bigbigan.data import pipeline
-from bigbigan.errors import BigBiganError, CheckpointError, ConfigError
+from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.evaluation import images
-from bigbigan.models.networks import build_networks
 from bigbigan.train import write_evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
@@ -45,30 +41,13 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the run
 flags.mark_flags_as_required(["workdir"])
 
 
-def load_run_config(workdir: str):
-  """The config a run wrote to `workdir`/config.json, as a ConfigDict."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{path} not found: --workdir must be a run's directory "
-                      "(python -m bigbigan.main writes config.json there)")
-  with open(path) as f:
-    fields = json.load(f)
-
-  def tuples(value):  # JSON has lists where the config had tuples.
-    if isinstance(value, dict):
-      return {k: tuples(v) for k, v in value.items()}
-    return tuple(value) if isinstance(value, list) else value
-
-  return ml_collections.ConfigDict(tuples(fields))
-
-
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
                         metrics: Optional[Sequence[str]] = None, devices=None
                         ) -> tuple[int, dict, dict[str, str]]:
   """Restores `workdir`'s checkpoint `step` (default: the latest) and evaluates it.
 
   Args:
-    config: the run's config (`load_run_config`).
+    config: the run's config (`runs.load_run_config`).
     workdir: the run's directory; figures and the FID reference statistics go there too.
     step: the checkpoint's step, or None for the latest.
     metrics: a subset of evaluation.images.METRICS; None: `config.eval_metrics`.
@@ -81,32 +60,13 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
     ConfigError: the run is not a BigBiGAN run or a metric is unknown.
     CheckpointError: no (such) checkpoint, or one the config cannot read.
   """
-
-  if config.get("network") != "biggan":
-    raise ConfigError(f"{workdir} holds a run of config.network={config.get('network')!r}: "
-                      "bigbigan.evaluate evaluates BigBiGAN runs (configs/bigbigan_base.py, "
-                      "resnet50.py, revnet4x.py); the MLP models evaluate while training")
+  runs.require_bigbigan(config, workdir, "bigbigan.evaluate")
   unknown = set(metrics or ()) - set(images.METRICS)
   if unknown:
     raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {images.METRICS}")
   mesh = sharding.make_mesh(devices)
   task = tasks.make_task(config, mesh, workdir)
-  networks = build_networks(config, task.data_dim)
-  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
-                           optimizers_lib.make_optimizers(config), config=config)
-  replicated = sharding.replicated(mesh)
-  abstract_state = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-      jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-      raise CheckpointError(f"no checkpoint in {checkpointer.directory}: train first "
-                            "(python -m bigbigan.main)")
-    state = checkpointer.restore(step, abstract_state)
-  finally:
-    checkpointer.close()
+  step, state, networks = runs.restore_run(config, workdir, step, mesh)
   evaluator = task.make_evaluator(networks, metrics)
   results = evaluator(state, step)
   return step, results, dict(evaluator.errors)
@@ -139,7 +99,7 @@ def main(argv):
   pipeline.hide_accelerators_from_tensorflow()
   distributed.initialize_if_requested()
   try:
-    config = load_run_config(_WORKDIR.value)
+    config = runs.load_run_config(_WORKDIR.value)
     if _INCEPTION_WEIGHTS.value is not None:
       config.inception_weights = _INCEPTION_WEIGHTS.value
     if _DATA_DIR.value is not None:

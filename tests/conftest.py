@@ -102,3 +102,46 @@ def run_processes(commands, log_dir, timeout=600) -> None:
     for process, _ in processes:
       if process.poll() is None:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+  """A tiny BigBiGAN run's workdir (config.json, one checkpoint) and its exported bundle.
+
+  The state is the initial one with its EMA and BatchNorm statistics moved away from the
+  live params and the defaults, so a bundle that took the wrong weights would show. Yields
+  {"workdir", "bundle" (with D), "config", "state" (on all 8 devices), "step"}.
+  """
+  import functools  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from bigbigan import bigbigan_steps, checkpointing, pretrained, sharding  # pylint: disable=g-import-not-at-top
+  from bigbigan import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
+
+  config = mnist_mock.tiny_bigbigan_config()
+  mesh = sharding.make_mesh()
+  init = functools.partial(bigbigan_steps.init_bigbigan_state, build_networks(config),
+                           optimizers_lib.make_optimizers(config), config=config)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+
+  def moved(path, value):  # Variances stay positive.
+    noise = 0.1 * rng.standard_normal(value.shape).astype(value.dtype)
+    return value * (1 + np.abs(noise)) if path[-1].key == "var" else value + noise * 0.1
+
+  move = lambda tree: jax.tree_util.tree_map_with_path(moved, tree)  # noqa: E731
+  state = state.replace(
+      ema=move(state.ema),
+      encoder=state.encoder.replace(batch_stats=move(state.encoder.batch_stats)),
+      generator=state.generator.replace(batch_stats=move(state.generator.batch_stats)))
+  state = jax.device_put(state, sharding.replicated(mesh))
+  root = tmp_path_factory.mktemp("pretrained")
+  workdir, step = root / "run", 7
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  checkpointer = checkpointing.Checkpointer(str(workdir), keep=2)
+  checkpointer.save(step, state)
+  checkpointer.close()
+  bundle = root / "bundle"
+  pretrained.export_run(str(workdir), str(bundle), with_discriminator=True)
+  return {"workdir": workdir, "bundle": bundle, "config": config, "state": state, "step": step}

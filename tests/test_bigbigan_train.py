@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from bigbigan import evaluate, train
+from bigbigan import evaluate, runs, train
 from conftest import REPO, free_port, run_processes
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
@@ -63,7 +63,7 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   assert "fid" not in evaluated and "linear_accuracy" not in evaluated
 
   # The probe streamed (features recomputed by the encoder on every pass, as for ImageNet).
-  config = evaluate.load_run_config(str(tmp_path))
+  config = runs.load_run_config(str(tmp_path))
   config.probe_in_memory = False
   step, streamed, errors = evaluate.evaluate_checkpoint(config, str(tmp_path),
                                                         metrics=("linear_probe",))

@@ -95,7 +95,7 @@ class ImageEvaluator:
     unknown = set(self.metrics) - set(METRICS)
     if unknown:
       raise ValueError(f"unknown metrics {sorted(unknown)}: allowed {METRICS}")
-    self._fns = bigbigan_steps.make_bigbigan_inference_fns(networks, mesh)
+    self._fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, mesh)
     self._has_encoder = "encode" in self._fns
     self._normalise = jax.jit(bigbigan_steps.normalise_images)
     self._random_init_metrics = None

@@ -12,7 +12,7 @@ CReLU, concat(relu(h), relu(-h)). The encoder's input resolution is its own (Big
 E 256x256 images and D their 2x2 average-pooled 128x128 versions).
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -54,7 +54,10 @@ class ImageEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+  def __call__(self, x: jax.Array, *, train: bool,
+               noise: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+    """`noise` [N, latent_dim]: the stochastic encoder's eps; None draws it from the "latent"
+    rng stream (inference passes each image's own, bigbigan_steps.per_image_noise)."""
     if self.backbone == "resnet":
       trunk = ResNetV2(self.depth, self.width, self.base_width, self.dtype, name="trunk")
     else:
@@ -76,7 +79,9 @@ class ImageEncoder(nn.Module):
     if self.stochastic:
       scale = nn.softplus(dense(self.latent_dim, "scale")(h).astype(jnp.float32))
       self.sow("intermediates", "z_scale", scale)
-      sample = mean + scale * jax.random.normal(self.make_rng("latent"), mean.shape)
+      if noise is None:
+        noise = jax.random.normal(self.make_rng("latent"), mean.shape)
+      sample = mean + scale * noise
     if self.latent_bound == "tanh":
       mean, sample = jnp.tanh(mean), jnp.tanh(sample)
     return {"z_mean": mean, "z_sample": sample, "avepool_feat": features,

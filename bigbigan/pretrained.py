@@ -1,0 +1,307 @@
+"""Trained BigBiGAN models in one call: the interface of the released BigBiGAN modules.
+
+    import bigbigan
+    model = bigbigan.load("gs://bucket/bundles/revnet4x")   # a `bigbigan.export` bundle
+    features = model.encode(images)   # uint8 [N, H, W, 3] (or [N, H, W, 1]), or float in [-1, 1]
+    features["avepool_feat"], features["bn_crelu_feat"]     # the representations to probe
+    features["z_mean"], features["z_sample"]                # E(x), [N, latent_dim]
+    images = model.generate(z)        # [N, R, R, 3] in [-1, 1]
+    images = model.reconstruct(x)     # G(E(x))
+    scores = model.discriminate(x, z) # {"score_xz", "score_x", "score_z"}, if exported with D
+
+The names and value ranges are those of TF Hub's bigbigan-resnet50 and bigbigan-revnet50x4
+modules, so a model trained here replaces them. Every method takes any batch size and returns
+NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each compiles
+once), each chunk sharded over the local devices and run by the jitted evaluation-mode
+networks of bigbigan_steps.make_bigbigan_inference_fns, the functions that evaluation uses:
+G and E with their EMA weights, BatchNorm on its running averages; uint8 images are
+normalised on the devices as there. Results are per image: eval-mode BatchNorm keeps rows
+independent, and z_sample's noise is a function of each image's 8-bit pixel values and
+`seed` (bigbigan_steps.per_image_noise), so an image's outputs do not depend on the batch it
+comes in, nor on uint8 or float input, beyond float rounding (XLA's kernels may round
+differently at another batch size: about 1e-6). Images of another size are resized (bicubic,
+antialiased, the training pipeline's method) to the encoder's resolution, or, for D, to G's.
+"""
+
+import functools
+import json
+import math
+import warnings
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bigbigan import __version__, bigbigan_steps, bundle, checkpointing, runs, sharding
+from bigbigan import optimizers as optimizers_lib
+from bigbigan.errors import BundleError, ConfigError, InputError
+from bigbigan.models.networks import build_networks
+from bigbigan.state import NetworkState, TrainState, inference_params
+from bigbigan.steps import sample_prior
+
+ENCODE_OUTPUTS = ("z_mean", "z_sample", "avepool_feat", "bn_crelu_feat")
+# Float images may exceed [-1, 1] by rounding (x / 127.5 - 1 computed with an FMA does).
+RANGE_SLACK = 1e-5
+# D's score names in our networks -> in the released modules' `discriminate`.
+SCORE_NAMES = {"xz": "score_xz", "x": "score_x", "z": "score_z"}
+
+
+def bundle_weights(state: TrainState, with_discriminator: bool) -> dict:
+  """What a bundle keeps of a TrainState: G's and E's inference (EMA) params with their
+  BatchNorm statistics and spectral-norm vectors; D's live ones if `with_discriminator`."""
+  weights = {}
+  for name in ("generator", "encoder") + (("discriminator",) * with_discriminator):
+    network = getattr(state, name)
+    params = network.params if name == "discriminator" else inference_params(state, name)
+    weights[name] = {"params": params, "batch_stats": network.batch_stats,
+                     "spectral": network.spectral}
+  return weights
+
+
+def parameter_counts(weights: dict) -> dict[str, int]:
+  """{network: its number of learned parameters} of bundle weights."""
+  return {name: int(sum(np.size(leaf) for leaf in jax.tree.leaves(w["params"])))
+          for name, w in weights.items()}
+
+
+def _state_from_weights(weights: dict) -> TrainState:
+  """A TrainState for the inference functions: the bundle's params as the live ones."""
+  def network(name):
+    if name not in weights:
+      return None
+    return NetworkState(params=weights[name]["params"], opt_state=None,
+                        batch_stats=weights[name]["batch_stats"],
+                        spectral=weights[name]["spectral"])
+  return TrainState(step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(0),
+                    generator=network("generator"), encoder=network("encoder"),
+                    discriminator=network("discriminator"))
+
+
+def _as_images(images, what: str = "images") -> np.ndarray:
+  """Checks images: uint8 [0, 255] or float [-1, 1], [N, H, W, 3 or 1]; returns them as
+  uint8 or float32 with 3 channels (grayscale repeated, as the training pipeline does)."""
+  x = np.asarray(images)
+  if x.ndim != 4 or x.shape[-1] not in (1, 3) or not len(x):
+    hint = " (one image: pass images[None])" if x.ndim == 3 else ""
+    raise InputError(f"{what} must be a non-empty batch [N, H, W, 3] (or [N, H, W, 1]); got "
+                     f"shape {x.shape}{hint}")
+  if np.issubdtype(x.dtype, np.floating):
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+      raise InputError(f"{what} contain NaN or infinite values")
+    low, high = float(x.min()), float(x.max())
+    if low < -1.0 - RANGE_SLACK or high > 1.0 + RANGE_SLACK:
+      raise InputError(f"float {what} must be in [-1, 1], got [{low:.4g}, {high:.4g}]: pass "
+                       "uint8 0-255, or scale them (x / 127.5 - 1 for 0-255 values)")
+    if low >= 0.0:
+      warnings.warn(f"float {what} have no negative values: the model takes [-1, 1]; "
+                    "for [0, 1] images pass x * 2 - 1", stacklevel=3)
+  elif x.dtype != np.uint8:
+    raise InputError(f"{what} have dtype {x.dtype}: pass uint8 (0-255) or float in [-1, 1]")
+  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+class PretrainedBigBiGAN:
+  """A trained BigBiGAN's E, G and (optionally) D, jitted and sharded over local devices.
+
+  Attributes:
+    config: the run's config (ml_collections.ConfigDict).
+    step: the training step the weights come from.
+    latent_dim: z's size.
+    encoder_resolution, resolution: E's input size and G's output (D's input) size.
+    has_discriminator: whether `discriminate` is available.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, weights: dict, step: int = 0,
+               devices: Optional[Sequence[jax.Device]] = None, max_batch_size: int = 256):
+    """Builds the model from a bundle's config and weights (`load` reads them).
+
+    Args:
+      config: the run's config.
+      weights: {network: {"params", "batch_stats", "spectral"}} (bundle_weights).
+      step: the training step, for display.
+      devices: where to run (default: this process's devices); batches are split over them.
+      max_batch_size: the largest chunk run at once, rounded up to a multiple of the
+        devices; lower it if an accelerator runs out of memory.
+    """
+    self.config, self.step = config, step
+    self.latent_dim = config.latent_dim
+    self.resolution = config.resolution
+    self.encoder_resolution = config.encoder.resolution
+    self.has_discriminator = "discriminator" in weights
+    networks = build_networks(config)
+    init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
+                             optimizers_lib.make_optimizers(config), config=config)
+    expected = bundle_weights(jax.eval_shape(init, jax.random.PRNGKey(0)),
+                              self.has_discriminator)
+    problem = checkpointing.describe_mismatch(expected, weights)
+    if problem:
+      raise BundleError(f"the bundle's weights do not fit its config ({problem}): it was "
+                        "written by another version of the networks; export it again")
+    self._mesh = sharding.make_mesh(devices or jax.local_devices())
+    self._devices = self._mesh.devices.size
+    self._max_chunk = -(-max_batch_size // self._devices) * self._devices
+    self._batch = sharding.batch_sharded(self._mesh)
+    self._state = jax.device_put(_state_from_weights(weights),
+                                 sharding.replicated(self._mesh))
+    self._fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, self._mesh)
+    # uint8 images travel as such and are normalised on the devices, as in evaluation.
+    self._normalise = jax.jit(bigbigan_steps.normalise_images)
+    self._parameters = parameter_counts(weights)
+
+  def __repr__(self) -> str:
+    e = self.config.encoder
+    sizes = ", ".join(f"{name} {count:,}" for name, count in self._parameters.items())
+    return (f"PretrainedBigBiGAN(step {self.step}: {e.backbone}-{e.depth} x{e.width} E at "
+            f"{self.encoder_resolution} px, G at {self.resolution} px, z of "
+            f"{self.latent_dim}; parameters: {sizes}; on {self._devices} "
+            f"{self._mesh.devices.flat[0].platform} device(s))")
+
+  def _chunk_size(self, rows: int) -> int:
+    """Rows rounded up to the devices times a power of two, at most the largest chunk."""
+    per_device = -(-rows // self._devices)
+    return min(self._devices * 2 ** math.ceil(math.log2(per_device)), self._max_chunk)
+
+  def _run(self, fn, *arrays: np.ndarray):
+    """fn(*chunks) over chunks of the arrays' rows; the outputs' rows concatenated."""
+    rows = len(arrays[0])
+    size = self._chunk_size(rows)
+    outputs = []
+    for start in range(0, rows, size):
+      pieces = [a[start:start + size] for a in arrays]
+      padding = size - len(pieces[0])
+      pieces = [np.concatenate([p, np.zeros((padding,) + p.shape[1:], p.dtype)])
+                for p in pieces]
+      pieces = [jax.device_put(p, self._batch) for p in pieces]
+      out = fn(*(self._normalise(p) if p.dtype == jnp.uint8 else p for p in pieces))
+      outputs.append(jax.tree.map(lambda v: np.asarray(v)[:size - padding], out))
+    return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)
+
+  def _latents(self, z, rows: Optional[int] = None) -> np.ndarray:
+    z = np.asarray(z)
+    if z.ndim != 2 or z.shape[1] != self.latent_dim or not len(z):
+      raise InputError(f"z must be a non-empty batch [N, {self.latent_dim}]; got shape "
+                       f"{z.shape}")
+    if rows is not None and len(z) != rows:
+      raise InputError(f"x and z must have the same number of rows; got {rows} and {len(z)}")
+    return z.astype(np.float32)
+
+  def encode(self, images, seed: int = 0) -> dict[str, np.ndarray]:
+    """E(images): {"z_mean", "z_sample" [N, latent_dim], "avepool_feat", "bn_crelu_feat"}.
+
+    Args:
+      images: [N, H, W, 3] (or 1 channel), uint8 0-255 or float in [-1, 1]; resized to
+        `encoder_resolution` if H, W differ.
+      seed: z_sample's noise; an image and a seed always give the same z_sample.
+    """
+    return self._run(lambda x: self._fns["encode"](self._state, x, seed), _as_images(images))
+
+  def generate(self, z) -> np.ndarray:
+    """G(z): float32 [N, resolution, resolution, 3] in [-1, 1] for z [N, latent_dim]."""
+    z = self._latents(z)
+    return self._run(lambda z: self._fns["generate"](self._state, z), z)
+
+  def reconstruct(self, images, use_sample: bool = False, seed: int = 0) -> np.ndarray:
+    """G(E(images)), from z_mean (or z_sample with `use_sample`), at G's resolution."""
+    encoded = self.encode(images, seed)
+    return self.generate(encoded["z_sample" if use_sample else "z_mean"])
+
+  def discriminate(self, x, z) -> dict[str, np.ndarray]:
+    """D's scores [N] for pairs (x, z): "score_xz" and the unary "score_x", "score_z" the
+    model has. x: images as for `encode`, brought to G's resolution."""
+    if not self.has_discriminator:
+      raise InputError("this bundle has no discriminator: export it with "
+                       "python -m bigbigan.export --with_discriminator")
+    x = _as_images(x, "x")
+    z = self._latents(z, len(x))
+    scores = self._run(lambda x, z: self._fns["discriminate"](self._state, x, z), x, z)
+    return {SCORE_NAMES[name]: score for name, score in scores.items()}
+
+  def sample_latents(self, n: int, seed: int = 0) -> np.ndarray:
+    """n draws of z from the model's prior (config.latent_prior), float32 [n, latent_dim]."""
+    z = sample_prior(jax.random.PRNGKey(seed), (n, self.latent_dim), self.config.latent_prior)
+    return np.asarray(z, np.float32)
+
+
+def load(path: str, devices: Optional[Sequence[jax.Device]] = None,
+         max_batch_size: int = 256) -> PretrainedBigBiGAN:
+  """Loads the bundle at `path` (local or gs://), verified against its checksum.
+
+  Raises:
+    BundleError: the path is missing, not a bundle, of another format version, or corrupt.
+  """
+  manifest, weights = bundle.read_bundle(path)
+  return PretrainedBigBiGAN(runs.config_from_dict(manifest["config"]), weights,
+                            manifest["step"], devices, max_batch_size)
+
+
+# Export: a run's checkpoint -> a bundle (python -m bigbigan.export is the command line).
+
+
+def _readme(manifest: dict, out: str) -> str:
+  config = manifest["config"]
+  encoder = config["encoder"]
+  networks = "\n".join(f"- {name}: {info['parameters']:,} parameters"
+                       for name, info in manifest["networks"].items())
+  return f"""# BigBiGAN bundle: step {manifest['step']} of `{manifest['source']}`
+
+Written by `python -m bigbigan.export` (bigbigan {manifest['bigbigan_version']}); format
+`{manifest['format']}` version {manifest['format_version']}; content checksum
+`{manifest['checksum']}` (bundle.json).
+
+    import bigbigan
+    model = bigbigan.load("{out}")
+    features = model.encode(images)  # uint8 [N, H, W, 3] or float in [-1, 1]
+
+- Encoder: {encoder['backbone']}-{encoder['depth']} x{encoder['width']} ({encoder['kind']}),
+  input {encoder['resolution']}x{encoder['resolution']} RGB (other sizes are resized).
+  `encode` returns z_mean and z_sample [N, {config['latent_dim']}], avepool_feat and
+  bn_crelu_feat (the features to probe).
+- Generator: BigGAN at {config['resolution']}x{config['resolution']}; `generate(z)` takes
+  z [N, {config['latent_dim']}] ({config['latent_prior']} prior) and returns images in
+  [-1, 1]; `reconstruct(images)` is G(E(x)).
+- Discriminator: {'included (`discriminate(x, z)`)' if 'discriminator' in manifest['networks']
+                  else 'not included (export with --with_discriminator)'}.
+- Trained on `{config['dataset']}` (`{config['train_split']}`).
+
+Weights (weights.msgpack): G and E are the moving averages (EMA) that evaluation uses,
+with BatchNorm's running statistics and spectral norm's vectors.
+{networks}
+
+The run's whole config is in bundle.json ("config").
+"""
+
+
+def export_run(workdir: str, out: str, step: Optional[int] = None,
+               with_discriminator: bool = False, overwrite: bool = False) -> dict:
+  """Writes the bundle of `workdir`'s checkpoint `step` (None: the latest) to `out`.
+
+  Returns:
+    The bundle's manifest.
+
+  Raises:
+    ConfigError: not a BigBiGAN run with an encoder.
+    CheckpointError: no (such) checkpoint, or one the config cannot read.
+    BundleError: `out` exists (without `overwrite`) or is not a bundle.
+  """
+  config = runs.load_run_config(workdir)
+  runs.require_bigbigan(config, workdir, "bigbigan.export")
+  if config.encoder.kind == "none":
+    raise ConfigError(f"{workdir} trained no encoder (config.encoder.kind='none'): there is "
+                      "nothing to encode with; export a run with an encoder")
+  # One device is enough to read the weights, and keeps every device free on a training host.
+  mesh = sharding.make_mesh(jax.local_devices()[:1])
+  step, state, _ = runs.restore_run(config, workdir, step, mesh)
+  weights = jax.tree.map(np.asarray, bundle_weights(state, with_discriminator))
+  fields = {
+      "bigbigan_version": __version__,
+      "step": int(step),
+      "source": str(workdir),
+      "networks": {name: {"parameters": count}
+                   for name, count in parameter_counts(weights).items()},
+      "config": json.loads(config.to_json_best_effort()),
+  }
+  return bundle.write_bundle(out, fields, weights, lambda manifest: _readme(manifest, out),
+                             overwrite)

@@ -1,0 +1,80 @@
+"""A finished or running BigBiGAN run's directory, read back: its config and its checkpoints.
+
+    config = runs.load_run_config(workdir)            # workdir/config.json
+    step, state, networks = runs.restore_run(config, workdir, step=None, mesh=mesh)
+
+`bigbigan.evaluate` and `bigbigan.export` start here. Paths go through etils' epath, so a
+workdir on gs:// reads as a local one does.
+"""
+
+import functools
+import json
+from typing import Optional
+
+import jax
+import ml_collections
+from etils import epath
+from jax.sharding import Mesh
+
+from bigbigan import bigbigan_steps, checkpointing, sharding
+from bigbigan import optimizers as optimizers_lib
+from bigbigan.errors import CheckpointError, ConfigError
+from bigbigan.models.networks import Networks, build_networks
+from bigbigan.state import TrainState
+
+
+def config_from_dict(fields: dict) -> ml_collections.ConfigDict:
+  """A ConfigDict from a config's JSON fields (JSON has lists where the config had tuples)."""
+
+  def tuples(value):
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    return tuple(value) if isinstance(value, list) else value
+
+  return ml_collections.ConfigDict(tuples(fields))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run wrote to `workdir`/config.json, as a ConfigDict."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise ConfigError(f"{path} not found: --workdir must be a run's directory "
+                      "(python -m bigbigan.main writes config.json there)")
+  return config_from_dict(json.loads(path.read_text()))
+
+
+def require_bigbigan(config: ml_collections.ConfigDict, workdir: str, tool: str) -> None:
+  """Raises ConfigError unless `config` is a BigBiGAN run (the image networks)."""
+  if config.get("network") != "biggan":
+    raise ConfigError(f"{workdir} holds a run of config.network={config.get('network')!r}: "
+                      f"{tool} reads BigBiGAN runs (configs/bigbigan_base.py, resnet50.py, "
+                      "revnet4x.py)")
+
+
+def restore_run(config: ml_collections.ConfigDict, workdir: str, step: Optional[int],
+                mesh: Mesh) -> tuple[int, TrainState, Networks]:
+  """Restores `workdir`'s BigBiGAN checkpoint `step` (None: the latest), replicated on `mesh`.
+
+  Returns:
+    (step, the TrainState, the config's networks).
+
+  Raises:
+    CheckpointError: no (such) checkpoint, or one the config cannot read.
+  """
+  networks = build_networks(config)
+  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
+                           optimizers_lib.make_optimizers(config), config=config)
+  replicated = sharding.replicated(mesh)
+  abstract_state = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {checkpointer.directory}: train first "
+                            "(python -m bigbigan.main)")
+    state = checkpointer.restore(step, abstract_state)
+  finally:
+    checkpointer.close()
+  return step, state, networks

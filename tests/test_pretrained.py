@@ -1,0 +1,208 @@
+"""Pretrained bundles: `bigbigan.export` -> `bigbigan.load` gives the trained EMA networks
+exactly; corrupt, foreign and unfinished bundles and bad inputs are refused by name."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import bigbigan
+from bigbigan import bigbigan_steps, bundle, pretrained, sharding
+from bigbigan.errors import BundleError, InputError
+from bigbigan.models.networks import build_networks
+from bigbigan.state import inference_params
+from conftest import REPO
+
+OUTPUTS = ("z_mean", "z_sample", "avepool_feat", "bn_crelu_feat")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle):
+  return bigbigan.load(str(tiny_bundle["bundle"]))
+
+
+def _images(n, side=32, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+
+
+def _reference(tiny_bundle):
+  """The trained state's evaluation-mode networks, as the evaluation suite runs them."""
+  config, mesh = tiny_bundle["config"], sharding.make_mesh()
+  fns = bigbigan_steps.make_bigbigan_inference_fns(config, build_networks(config), mesh)
+  to_devices = lambda a: jax.device_put(a, sharding.batch_sharded(mesh))  # noqa: E731
+  return fns, to_devices, jax.jit(bigbigan_steps.normalise_images)
+
+
+def test_load_encodes_bit_identically_to_the_trained_ema_encoder(tiny_bundle, model):
+  fns, to_devices, normalise = _reference(tiny_bundle)
+  state, images = tiny_bundle["state"], _images(16)
+  expected = fns["encode"](state, normalise(to_devices(images)))
+  got = model.encode(images)
+  assert set(got) == set(OUTPUTS)
+  for name in OUTPUTS:
+    np.testing.assert_array_equal(got[name], np.asarray(expected[name]), err_msg=name)
+  z = got["z_mean"]
+  np.testing.assert_array_equal(model.generate(z), np.asarray(fns["generate"](state, to_devices(z))))
+  scores = fns["discriminate"](state, normalise(to_devices(images)), to_devices(z))
+  got_scores = model.discriminate(images, z)
+  assert set(got_scores) == {"score_xz", "score_x", "score_z"}
+  for name, score in scores.items():
+    np.testing.assert_array_equal(got_scores[f"score_{name}"], np.asarray(score))
+  # The EMA weights, not the live ones (the fixture moved them apart).
+  live = tiny_bundle["state"].replace(ema=None)
+  assert not np.array_equal(np.asarray(fns["encode"](live, normalise(to_devices(images)))["z_mean"]), z)
+  assert model.step == tiny_bundle["step"]
+
+
+def test_bundle_holds_the_config_weights_and_a_readme(tiny_bundle):
+  manifest = json.loads((tiny_bundle["bundle"] / bundle.MANIFEST).read_text())
+  state = tiny_bundle["state"]
+  assert manifest["format"] == bundle.FORMAT and manifest["format_version"] == 1
+  assert manifest["step"] == tiny_bundle["step"] and manifest["bigbigan_version"] == bigbigan.__version__
+  assert manifest["config"] == json.loads(tiny_bundle["config"].to_json_best_effort())
+  for name in ("encoder", "generator"):
+    count = sum(np.size(v) for v in jax.tree.leaves(inference_params(state, name)))
+    assert manifest["networks"][name]["parameters"] == count
+  readme = (tiny_bundle["bundle"] / bundle.README).read_text()
+  assert f"bigbigan.load(\"{tiny_bundle['bundle']}\")" in readme and manifest["checksum"] in readme
+
+
+def test_uint8_and_float_images_give_the_same_features(model):
+  images = _images(8)
+  from_uint8 = model.encode(images)
+  # The float images the model makes of uint8 ones: bit for bit the same features.
+  normalised = np.asarray(jax.jit(bigbigan_steps.normalise_images)(images))
+  exact = model.encode(normalised)
+  # x / 127.5 - 1 in NumPy rounds some pixels differently in the last bit.
+  numpy_float = model.encode(images.astype(np.float32) / 127.5 - 1.0)
+  grayscale = model.encode(images[..., :1])
+  for name in OUTPUTS:
+    np.testing.assert_array_equal(exact[name], from_uint8[name])
+    np.testing.assert_allclose(numpy_float[name], from_uint8[name], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(grayscale["z_mean"], model.encode(
+      np.repeat(images[..., :1], 3, axis=-1))["z_mean"])
+
+
+def test_batch_sizes_1_7_and_64_give_the_same_per_image_results(tiny_bundle, model):
+  images = _images(64, seed=1)
+  whole = model.encode(images)
+  sevens = [model.encode(images[i:i + 7]) for i in range(0, 64, 7)]
+  chunked = pretrained.load(str(tiny_bundle["bundle"]), max_batch_size=8).encode(images)
+  ones = [model.encode(images[i:i + 1]) for i in (0, 33, 63)]
+  for name in OUTPUTS:
+    # Same noise per image; the kernels may round differently at other batch sizes.
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # noqa: E731
+    close(np.concatenate([s[name] for s in sevens]), whole[name])
+    close(chunked[name], whole[name])
+    for i, one in zip((0, 33, 63), ones):
+      close(one[name], whole[name][i:i + 1])
+  assert np.abs(whole["z_sample"] - whole["z_mean"]).min() > 0  # z_sample is a sample.
+  assert not np.allclose(model.encode(images, seed=1)["z_sample"], whole["z_sample"])
+
+
+def test_other_sizes_are_resized_to_the_encoders_resolution(model):
+  features = model.encode(_images(3, side=28))
+  assert features["z_mean"].shape == (3, model.latent_dim)
+  assert model.reconstruct(_images(3, side=28)).shape == (3, 32, 32, 3)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((32, 32, 3), np.uint8), r"\[N, H, W, 3\].*one image: pass images\[None\]"),
+    (np.zeros((2, 32, 32, 2), np.uint8), r"\[N, H, W, 3\]"),
+    (np.zeros((0, 32, 32, 3), np.uint8), "non-empty"),
+    (np.full((2, 32, 32, 3), 255.0, np.float32), r"must be in \[-1, 1\], got \[255, 255\]"),
+    (np.full((2, 32, 32, 3), np.nan, np.float32), "NaN"),
+    (np.zeros((2, 32, 32, 3), np.int32), "dtype int32: pass uint8"),
+])
+def test_wrong_images_are_refused_with_their_message(model, images, message):
+  with pytest.raises(InputError, match=message):
+    model.encode(images)
+
+
+def test_wrong_latents_are_refused(model):
+  with pytest.raises(InputError, match=r"z must be a non-empty batch \[N, 64\]"):
+    model.generate(np.zeros((2, 10), np.float32))
+  with pytest.raises(InputError, match="same number of rows"):
+    model.discriminate(_images(2), np.zeros((3, 64), np.float32))
+
+
+def _copy(tiny_bundle, tmp_path):
+  copy = tmp_path / "bundle"
+  shutil.copytree(tiny_bundle["bundle"], copy)
+  return copy
+
+
+def test_a_flipped_byte_is_refused_as_corrupt(tiny_bundle, tmp_path):
+  copy = _copy(tiny_bundle, tmp_path)
+  data = bytearray((copy / bundle.WEIGHTS).read_bytes())
+  data[len(data) // 2] ^= 0x01
+  (copy / bundle.WEIGHTS).write_bytes(bytes(data))
+  with pytest.raises(BundleError, match="is corrupt: its content does not match its checksum"):
+    bigbigan.load(str(copy))
+  # A changed config value in the manifest is content too.
+  manifest = json.loads((tiny_bundle["bundle"] / bundle.MANIFEST).read_text())
+  manifest["config"]["latent_dim"] = 65
+  (copy / bundle.WEIGHTS).write_bytes((tiny_bundle["bundle"] / bundle.WEIGHTS).read_bytes())
+  (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(BundleError, match="checksum"):
+    bigbigan.load(str(copy))
+
+
+def test_another_format_version_is_refused(tiny_bundle, tmp_path):
+  copy = _copy(tiny_bundle, tmp_path)
+  manifest = json.loads((copy / bundle.MANIFEST).read_text())
+  manifest["format_version"] = 2
+  (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(BundleError, match="has format version 2 .* reads version 1: export it again"):
+    bigbigan.load(str(copy))
+
+
+def test_missing_and_unfinished_bundles_are_refused(tiny_bundle, tmp_path):
+  with pytest.raises(BundleError, match="not found"):
+    bigbigan.load(str(tmp_path / "nowhere"))
+  copy = _copy(tiny_bundle, tmp_path)
+  (copy / bundle.MANIFEST).unlink()
+  with pytest.raises(BundleError, match="not a bigbigan bundle .*unfinished export"):
+    bigbigan.load(str(copy))
+
+
+def test_bundle_without_discriminator(tiny_bundle, tmp_path, model):
+  out = tmp_path / "encoder_only"
+  manifest = pretrained.export_run(str(tiny_bundle["workdir"]), str(out))
+  assert set(manifest["networks"]) == {"encoder", "generator"}
+  small = bigbigan.load(str(out))
+  np.testing.assert_array_equal(small.encode(_images(8))["avepool_feat"],
+                                model.encode(_images(8))["avepool_feat"])
+  with pytest.raises(InputError, match="--with_discriminator"):
+    small.discriminate(_images(8), np.zeros((8, 64), np.float32))
+
+
+def _export(*flags):
+  return subprocess.run([sys.executable, "-m", "bigbigan.export", *flags], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_export_command_writes_and_never_clobbers(tiny_bundle, tmp_path):
+  out, workdir = tmp_path / "cli", str(tiny_bundle["workdir"])
+  done = _export(f"--workdir={workdir}", f"--out={out}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f"Exported step {tiny_bundle['step']}" in done.stdout
+  before = (out / bundle.WEIGHTS).read_bytes()
+  refused = _export(f"--workdir={workdir}", f"--out={out}")
+  assert refused.returncode == 1
+  assert refused.stderr.strip().splitlines()[-1].startswith(f"bigbigan: error: {out} exists: pass --overwrite")
+  assert (out / bundle.WEIGHTS).read_bytes() == before
+  replaced = _export(f"--workdir={workdir}", f"--out={out}", "--overwrite",
+                     "--with_discriminator")
+  assert replaced.returncode == 0, replaced.stderr[-2000:]
+  assert "discriminator" in json.loads((out / bundle.MANIFEST).read_text())["networks"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # No staging left behind.
+  missing = _export(f"--workdir={tmp_path / 'no_run'}", f"--out={tmp_path / 'x'}")
+  assert missing.returncode == 1 and "config.json not found" in missing.stderr
+  with pytest.raises(BundleError, match="is not a bundle .* left untouched"):
+    pretrained.export_run(workdir, str(tmp_path), overwrite=True)
+  assert (out / bundle.WEIGHTS).exists()
