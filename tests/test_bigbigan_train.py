@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from bigbigan import evaluate, runs, train
+import bigbigan
+from bigbigan import bigbigan_steps, evaluate, pretrained, runs, sharding, train
+from bigbigan.models.networks import build_networks
 from conftest import REPO, free_port, run_processes
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
@@ -70,6 +72,20 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   assert step == 2 and not errors
   assert streamed["linear_accuracy"] * 11 == pytest.approx(round(streamed["linear_accuracy"] * 11))
   assert streamed["linear_top5_accuracy_avepool_feat"] >= streamed["linear_accuracy"]
+
+  # Exported and loaded, the trained run's encoder gives bit for bit the outputs of the
+  # trained state's EMA encoder as the evaluation suite runs it.
+  pretrained.export_run(str(tmp_path), str(tmp_path / "bundle"))
+  model = bigbigan.load(str(tmp_path / "bundle"))
+  mesh = sharding.make_mesh()
+  fns = bigbigan_steps.make_bigbigan_inference_fns(config, build_networks(config), mesh)
+  images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  x = jax.jit(bigbigan_steps.normalise_images)(
+      jax.device_put(images, sharding.batch_sharded(mesh)))
+  expected, got = fns["encode"](state, x), model.encode(images)
+  assert model.step == 2 and set(got) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
 
 
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):

@@ -5,10 +5,13 @@ import json
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import numpy as np
 import pytest
+from etils.epath import gpath
+from etils.epath import testing as epath_testing
 
 import bigbigan
 from bigbigan import bigbigan_steps, bundle, pretrained, sharding
@@ -206,3 +209,28 @@ def test_export_command_writes_and_never_clobbers(tiny_bundle, tmp_path):
   with pytest.raises(BundleError, match="is not a bundle .* left untouched"):
     pretrained.export_run(workdir, str(tmp_path), overwrite=True)
   assert (out / bundle.WEIGHTS).exists()
+
+
+def test_gs_bundles_are_written_manifest_last_and_load(tiny_bundle, tmp_path, model):
+  """gs:// through etils' epath, its storage redirected to a local directory: the manifest
+  is written after everything else (an object store cannot rename a directory), and the
+  bundle loads from its URL."""
+  opened = []
+
+  def redirect(original, path, *args, **kwargs):
+    local = str(path).replace("gs://", f"{tmp_path}/")
+    if args and "w" in str(args[0]):
+      opened.append(local.rsplit("/", 1)[-1])
+    return original(local, *args, **kwargs)
+
+  names = ("open", "exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree", "stat",
+           "glob", "walk")
+  # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the mock: hide it.
+  with epath_testing.mock_epath(**{name: redirect for name in names}), \
+      mock.patch.object(gpath, "_is_tf_installed", lambda: False):
+    pretrained.export_run(str(tiny_bundle["workdir"]), "gs://bucket/bundles/tiny")
+    assert opened == [bundle.WEIGHTS, bundle.README, bundle.MANIFEST]
+    loaded = bigbigan.load("gs://bucket/bundles/tiny")
+  assert (tmp_path / "bucket" / "bundles" / "tiny" / bundle.MANIFEST).exists()
+  np.testing.assert_array_equal(loaded.encode(_images(8))["z_mean"],
+                                model.encode(_images(8))["z_mean"])
