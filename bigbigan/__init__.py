@@ -7,8 +7,22 @@ The library is importable without side effects; `python -m bigbigan.main` is the
 __version__ = "0.1.0"
 
 
-def load(path: str, **kwargs):
-  """A trained BigBiGAN from the bundle at `path`: see bigbigan.pretrained.load."""
+def load(path, devices=None, max_batch_size: int = 256):
+  """A trained BigBiGAN from the bundle at `path` (local or gs://), verified by its checksum.
+
+  Args:
+    path: the directory `python -m bigbigan.export --out=...` wrote.
+    devices: where to run (default: this process's devices); batches are split over them.
+    max_batch_size: the most images run at once (lower it if memory runs out).
+
+  Returns:
+    A bigbigan.pretrained.PretrainedBigBiGAN: encode(images), generate(z),
+    reconstruct(images), discriminate(x, z) (if exported with D), sample_latents(n).
+
+  Raises:
+    bigbigan.errors.BundleError: the path is missing, not a bundle, of another format
+      version, or corrupt.
+  """
   # Imported here so that `import bigbigan` stays light (no JAX) for the entry points.
   from bigbigan import pretrained  # pylint: disable=g-import-not-at-top
-  return pretrained.load(path, **kwargs)
+  return pretrained.load(path, devices, max_batch_size)

@@ -31,9 +31,11 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  step = "the latest step" if _STEP.value is None else f"step {_STEP.value}"
+  print(f"Exporting {step} of {_WORKDIR.value} to {_OUT.value} ...", flush=True)
   try:
-    manifest = pretrained.export_run(_WORKDIR.value, _OUT.value, _STEP.value, _WITH_DISCRIMINATOR.value,
-                          _OVERWRITE.value)
+    manifest = pretrained.export_run(_WORKDIR.value, _OUT.value, _STEP.value,
+                                     _WITH_DISCRIMINATOR.value, _OVERWRITE.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)

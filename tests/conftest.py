@@ -112,11 +112,13 @@ def tiny_bundle(tmp_path_factory):
   live params and the defaults, so a bundle that took the wrong weights would show. Yields
   {"workdir", "bundle" (with D), "config", "state" (on all 8 devices), "step"}.
   """
-  import functools  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from bigbigan import bigbigan_steps, checkpointing, pretrained, sharding  # pylint: disable=g-import-not-at-top
-  from bigbigan import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import functools
+  import numpy as np
+  from bigbigan import bigbigan_steps, checkpointing, pretrained, sharding
+  from bigbigan import optimizers as optimizers_lib
+  from bigbigan.models.networks import build_networks
+  # pylint: enable=g-import-not-at-top
 
   config = mnist_mock.tiny_bigbigan_config()
   mesh = sharding.make_mesh()
