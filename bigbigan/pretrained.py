@@ -245,6 +245,8 @@ def _readme(manifest: dict, out: str) -> str:
   encoder = config["encoder"]
   networks = "\n".join(f"- {name}: {info['parameters']:,} parameters"
                        for name, info in manifest["networks"].items())
+  discriminator = ("included (`discriminate(x, z)`)" if "discriminator" in manifest["networks"]
+                   else "not included (export with --with_discriminator)")
   return f"""# BigBiGAN bundle: step {manifest['step']} of `{manifest['source']}`
 
 Written by `python -m bigbigan.export` (bigbigan {manifest['bigbigan_version']}); format
@@ -255,15 +257,13 @@ Written by `python -m bigbigan.export` (bigbigan {manifest['bigbigan_version']})
     model = bigbigan.load("{out}")
     features = model.encode(images)  # uint8 [N, H, W, 3] or float in [-1, 1]
 
-- Encoder: {encoder['backbone']}-{encoder['depth']} x{encoder['width']} ({encoder['kind']}),
-  input {encoder['resolution']}x{encoder['resolution']} RGB (other sizes are resized).
-  `encode` returns z_mean and z_sample [N, {config['latent_dim']}], avepool_feat and
-  bn_crelu_feat (the features to probe).
-- Generator: BigGAN at {config['resolution']}x{config['resolution']}; `generate(z)` takes
-  z [N, {config['latent_dim']}] ({config['latent_prior']} prior) and returns images in
-  [-1, 1]; `reconstruct(images)` is G(E(x)).
-- Discriminator: {'included (`discriminate(x, z)`)' if 'discriminator' in manifest['networks']
-                  else 'not included (export with --with_discriminator)'}.
+- Encoder: {encoder['backbone']}-{encoder['depth']} x{encoder['width']} ({encoder['kind']}), \
+input {encoder['resolution']}x{encoder['resolution']} RGB (other sizes are resized). `encode` \
+returns z_mean and z_sample [N, {config['latent_dim']}], avepool_feat and bn_crelu_feat.
+- Generator: BigGAN at {config['resolution']}x{config['resolution']}; `generate(z)` takes \
+z [N, {config['latent_dim']}] ({config['latent_prior']} prior) and returns images in [-1, 1]; \
+`reconstruct(images)` is G(E(x)).
+- Discriminator: {discriminator}.
 - Trained on `{config['dataset']}` (`{config['train_split']}`).
 
 Weights (weights.msgpack): G and E are the moving averages (EMA) that evaluation uses,
