@@ -210,20 +210,24 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_two_processes_equal_one_process(tmp_path):
-  """jax.distributed over 2 local processes x 2 devices trains as 1 process x 4 devices."""
-  flags = cli_overrides({"total_steps": 4})
-  port = free_port()
+  """jax.distributed over 2 local processes x 2 devices trains as 1 process x 4 devices,
+  through a checkpoint: the 2-process run stops at step 2 and resumes to step 4."""
 
-  def command(name, devices, *extra):
+  def command(name, devices, total_steps, *extra):
     argv = [sys.executable, "-m", "bigbigan.main", "--config=configs/mixture.py",
-            f"--workdir={tmp_path / name.split('_')[0]}", *flags, *extra]
+            f"--workdir={tmp_path / name.split('_')[0]}",
+            *cli_overrides({"total_steps": total_steps}), *extra]
     return name, argv, {**os.environ,
                         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
-  run_processes([
-      *(command(f"multi_{i}", 2, "--distributed", f"--coordinator_address=localhost:{port}",
-                "--num_processes=2", f"--process_id={i}") for i in range(2)),
-      command("single", 4)], tmp_path)
+  def two_processes(total_steps):
+    port = free_port()
+    return [command(f"multi_{i}_{total_steps}", 2, total_steps, "--distributed",
+                    f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                    f"--process_id={i}") for i in range(2)]
+
+  run_processes([*two_processes(2), command("single", 4, 4)], tmp_path)
+  run_processes(two_processes(4), tmp_path)
 
   multi, one = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
   assert [r["step"] for r in multi] == [r["step"] for r in one] == [2, 4]
