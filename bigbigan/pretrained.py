@@ -41,7 +41,6 @@ from bigbigan.models.networks import build_networks
 from bigbigan.state import NetworkState, TrainState, inference_params
 from bigbigan.steps import sample_prior
 
-ENCODE_OUTPUTS = ("z_mean", "z_sample", "avepool_feat", "bn_crelu_feat")
 # Float images may exceed [-1, 1] by rounding (x / 127.5 - 1 computed with an FMA does).
 RANGE_SLACK = 1e-5
 # D's score names in our networks -> in the released modules' `discriminate`.
@@ -291,6 +290,10 @@ def export_run(workdir: str, out: str, step: Optional[int] = None,
   if config.encoder.kind == "none":
     raise ConfigError(f"{workdir} trained no encoder (config.encoder.kind='none'): there is "
                       "nothing to encode with; export a run with an encoder")
+  if config.num_classes:
+    raise ConfigError(f"{workdir} is class-conditional (config.num_classes="
+                      f"{config.num_classes}): bundles hold unconditional models (generate "
+                      "takes z alone, as the released BigBiGAN's); export an unconditional run")
   # One device is enough to read the weights, and keeps every device free on a training host.
   mesh = sharding.make_mesh(jax.local_devices()[:1])
   step, state, _ = runs.restore_run(config, workdir, step, mesh)

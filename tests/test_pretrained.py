@@ -167,6 +167,18 @@ def test_another_format_version_is_refused(tiny_bundle, tmp_path):
     bigbigan.load(str(copy))
 
 
+def test_weights_that_do_not_fit_the_config_are_refused(tiny_bundle, tmp_path):
+  """A bundle whose networks differ from what its config builds (another code version):
+  the checksum holds, the shapes do not."""
+  copy = _copy(tiny_bundle, tmp_path)
+  manifest = json.loads((copy / bundle.MANIFEST).read_text())
+  manifest["config"]["encoder"]["head_width"] = 48
+  manifest["checksum"] = bundle.checksum(manifest, (copy / bundle.WEIGHTS).read_bytes())
+  (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(BundleError, match="weights do not fit its config .*head_0.* export it"):
+    bigbigan.load(str(copy))
+
+
 def test_missing_and_unfinished_bundles_are_refused(tiny_bundle, tmp_path):
   with pytest.raises(BundleError, match="not found"):
     bigbigan.load(str(tmp_path / "nowhere"))
