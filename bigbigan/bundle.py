@@ -63,8 +63,9 @@ def write_bundle(out: str, fields: dict, weights: dict[str, Any], readme: Callab
   """Writes a bundle to `out` (a local path or a URL such as gs://bucket/bundles/run).
 
   Args:
-    out: the bundle's directory; it must not exist unless `overwrite` (and then it must be
-      a bundle: any other directory is left alone).
+    out: the bundle's directory; it must not exist unless `overwrite` (and then it must
+      hold a bundle's files only, perhaps an unfinished one: any other directory is left
+      alone).
     fields: the manifest's fields besides format, format_version and checksum.
     weights: {network: {collection: pytree of arrays}}.
     readme: the manifest -> README.md's text.
@@ -74,16 +75,21 @@ def write_bundle(out: str, fields: dict, weights: dict[str, Any], readme: Callab
     The manifest written.
 
   Raises:
-    BundleError: `out` exists and `overwrite` is off, or it is not a bundle.
+    BundleError: `out` exists and `overwrite` is off, or it holds more than a bundle.
   """
   out = epath.Path(out)
   if out.exists():
     if not overwrite:
       raise BundleError(f"{out} exists: pass --overwrite to replace it, or choose another "
                         "--out")
-    if not (out / MANIFEST).exists():
-      raise BundleError(f"{out} exists and is not a bundle (no {MANIFEST}): choose another "
-                        "--out; it was left untouched")
+    if not out.is_dir():
+      raise BundleError(f"{out} is a file, not a bundle: choose another --out; it was left "
+                        "untouched")
+    # A bundle, or what an interrupted export to an object store left: nothing else.
+    strangers = sorted({p.name for p in out.iterdir()} - {MANIFEST, WEIGHTS, README})
+    if strangers:
+      raise BundleError(f"{out} exists and is not a bundle (it holds {strangers[0]}): "
+                        "choose another --out; it was left untouched")
   data = serialization.msgpack_serialize(weights)
   manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
   manifest["checksum"] = checksum(manifest, data)
