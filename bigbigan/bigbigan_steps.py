@@ -138,6 +138,14 @@ def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.Gradient
   return state.replace(ema=averaged_params(state)) if config.ema_decay else state
 
 
+def state_initializer(config: ml_collections.ConfigDict, networks: Networks
+                      ) -> Callable[[jax.Array], TrainState]:
+  """rng -> the config's initial TrainState, with its own optimizers (pure: jit it, or
+  `jax.eval_shape` it for the state's shapes)."""
+  return functools.partial(init_bigbigan_state, networks,
+                           optimizers_lib.make_optimizers(config), config=config)
+
+
 def create_state_and_step(config: ml_collections.ConfigDict, mesh: Mesh, seed: int = 0
                           ) -> tuple[TrainState, Callable[[TrainState, jax.Array],
                                                          tuple[TrainState, dict]]]:

@@ -23,7 +23,6 @@ differently at another batch size: about 1e-6). Images of another size are resiz
 antialiased, the training pipeline's method) to the encoder's resolution, or, for D, to G's.
 """
 
-import functools
 import json
 import math
 import warnings
@@ -35,7 +34,6 @@ import ml_collections
 import numpy as np
 
 from bigbigan import __version__, bigbigan_steps, bundle, checkpointing, runs, sharding
-from bigbigan import optimizers as optimizers_lib
 from bigbigan.errors import BundleError, ConfigError, InputError
 from bigbigan.models.networks import build_networks
 from bigbigan.state import NetworkState, TrainState, inference_params
@@ -131,10 +129,9 @@ class PretrainedBigBiGAN:
     self.encoder_resolution = config.encoder.resolution
     self.has_discriminator = "discriminator" in weights
     networks = build_networks(config)
-    init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
-                             optimizers_lib.make_optimizers(config), config=config)
-    expected = bundle_weights(jax.eval_shape(init, jax.random.PRNGKey(0)),
-                              self.has_discriminator)
+    abstract_state = jax.eval_shape(bigbigan_steps.state_initializer(config, networks),
+                                    jax.random.PRNGKey(0))
+    expected = bundle_weights(abstract_state, self.has_discriminator)
     problem = checkpointing.describe_mismatch(expected, weights)
     if problem:
       raise BundleError(f"the bundle's weights do not fit its config ({problem}): it was "

@@ -7,7 +7,6 @@
 workdir on gs:// reads as a local one does.
 """
 
-import functools
 import json
 from typing import Optional
 
@@ -17,7 +16,6 @@ from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps, checkpointing, sharding
-from bigbigan import optimizers as optimizers_lib
 from bigbigan.errors import CheckpointError, ConfigError
 from bigbigan.models.networks import Networks, build_networks
 from bigbigan.state import TrainState
@@ -62,8 +60,7 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str, step: Optional[
     CheckpointError: no (such) checkpoint, or one the config cannot read.
   """
   networks = build_networks(config)
-  init = functools.partial(bigbigan_steps.init_bigbigan_state, networks,
-                           optimizers_lib.make_optimizers(config), config=config)
+  init = bigbigan_steps.state_initializer(config, networks)
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),

@@ -7,7 +7,6 @@ mixture or flattened MNIST (`config.dataset` picks the task); BigBiGAN's network
 (`config.network="biggan"`) on any image dataset of data/images.py (`ImageTask`).
 """
 
-import functools
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import jax
@@ -16,7 +15,6 @@ import numpy as np
 from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
-from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
 from bigbigan.data import images
 from bigbigan.data import pipeline
@@ -132,10 +130,8 @@ class ImageTask:
                      metrics: Optional[Sequence[str]] = None) -> Evaluator:
     """The evaluation suite (evaluation/images.py) of `metrics`, by default the config's."""
     config, mesh = self._config, self._mesh
-    init = jax.jit(functools.partial(
-        bigbigan_steps.init_bigbigan_state, networks,
-        optimizers_lib.make_optimizers(config), config=config),
-        out_shardings=sharding.replicated(mesh))
+    init = jax.jit(bigbigan_steps.state_initializer(config, networks),
+                   out_shardings=sharding.replicated(mesh))
     # The run's own initial state (the trainer initialises from the same seed).
     return ImageEvaluator(config, networks, mesh, self._workdir, self._eval_preprocess,
                           initial_state=lambda: init(jax.random.PRNGKey(config.seed)),

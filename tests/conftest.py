@@ -113,17 +113,14 @@ def tiny_bundle(tmp_path_factory):
   {"workdir", "bundle" (with D), "config", "state" (on all 8 devices), "step"}.
   """
   # pylint: disable=g-import-not-at-top
-  import functools
   import numpy as np
   from bigbigan import bigbigan_steps, checkpointing, pretrained, sharding
-  from bigbigan import optimizers as optimizers_lib
   from bigbigan.models.networks import build_networks
   # pylint: enable=g-import-not-at-top
 
   config = mnist_mock.tiny_bigbigan_config()
   mesh = sharding.make_mesh()
-  init = functools.partial(bigbigan_steps.init_bigbigan_state, build_networks(config),
-                           optimizers_lib.make_optimizers(config), config=config)
+  init = bigbigan_steps.state_initializer(config, build_networks(config))
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
 
