@@ -32,8 +32,8 @@ from bigbigan.errors import ConfigError
 from bigbigan.models.layers import SPECTRAL
 from bigbigan import optimizers as optimizers_lib
 from bigbigan.models.networks import Networks, build_networks
-from bigbigan.state import (NetworkState, TrainState, averaged_params, inference_params,
-                            init_network, update_ema)
+from bigbigan.state import (NetworkState, TrainState, averaged_params, inference_batch_stats,
+                            inference_params, init_network, update_ema)
 from bigbigan.steps import sample_prior
 
 MUTABLE = ["batch_stats", SPECTRAL]
@@ -135,7 +135,14 @@ def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.Gradient
       encoder=encoder,
       discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
                                  *d_inputs))
-  return state.replace(ema=averaged_params(state)) if config.ema_decay else state
+  if config.ema_decay:
+    state = state.replace(ema=averaged_params(state))
+  if config.get("standing_stats_batches", 0):
+    # Filled before every evaluation and checkpoint (standing_stats.py); present from the
+    # start so that the state's structure, and so the compiled update, never changes.
+    state = state.replace(standing_stats={
+        name: getattr(state, name).batch_stats for name in averaged_params(state)})
+  return state
 
 
 def state_initializer(config: ml_collections.ConfigDict, networks: Networks
@@ -279,27 +286,38 @@ def per_image_noise(x: jax.Array, latent_dim: int, seed: jax.Array) -> jax.Array
                                                  (latent_dim,)))(h)
 
 
+def central_square(x: jax.Array) -> jax.Array:
+  """The central square of images [N, H, W, C] (data/images.py's evaluation framing)."""
+  height, width = x.shape[1:3]
+  side = min(height, width)
+  top, left = (height - side) // 2, (width - side) // 2
+  return x[:, top:top + side, left:left + side]
+
+
 def fit_resolution(x: jax.Array, resolution: int, pool: bool = False) -> jax.Array:
   """Images [N, H, W, 3] in [-1, 1] at `resolution` pixels: unchanged if they are, 2x2-
   average-pooled as training feeds D from E's images (`pool`, when the sides differ by a
-  power of two), else resized as the input pipeline resizes (bicubic, antialiased), clipped
-  to [-1, 1] as its uint8 rounding does."""
+  power of two), else framed and resized as the input pipeline's evaluation preprocessing
+  does: the central square of a non-square image, resized (bicubic, antialiased), then
+  rounded to the 256 levels of its uint8 output and clipped to [-1, 1]."""
   side = x.shape[1]
   if x.shape[1:3] == (resolution, resolution):
     return x
   ratio = side // resolution
   if pool and x.shape[2] == side and side % resolution == 0 and ratio & (ratio - 1) == 0:
     return to_discriminator_resolution(x, resolution)
+  x = central_square(x)
   resized = jax.image.resize(x, (len(x), resolution, resolution, x.shape[3]), "bicubic",
                              antialias=True)
-  return jnp.clip(resized, -1.0, 1.0)
+  levels = jnp.clip(jnp.round((resized + 1.0) * 127.5), 0.0, 255.0)
+  return levels / 127.5 - 1.0
 
 
 def make_bigbigan_inference_fns(config: ml_collections.ConfigDict, networks: Networks,
                                 mesh: Mesh) -> dict[str, Callable[..., jax.Array]]:
-  """Jitted evaluation-mode G, E and D: EMA params of G and E if the state keeps them,
-  BatchNorm on its running averages, spectral norm on its stored vectors; inputs and outputs
-  sharded on `data`.
+  """Jitted evaluation-mode G, E and D: EMA params of G and E if the state keeps them, with
+  their standing BatchNorm statistics if it keeps those (`state.inference_batch_stats`), D's
+  live params; spectral norm on its stored vectors; inputs and outputs sharded on `data`.
 
   Returns {"generate": (state, z) -> G(z) in [-1, 1], float32,
   "discriminate": (state, x in [-1, 1] at G's resolution, z) -> D's scores {"x", "z", "xz"}}
@@ -314,8 +332,12 @@ def make_bigbigan_inference_fns(config: ml_collections.ConfigDict, networks: Net
   def apply(name: str, state: TrainState, *inputs, **kwargs):
     network = getattr(state, name)
     module = getattr(networks, name)
-    params = network.params if name == "discriminator" else inference_params(state, name)
-    return module.apply(_variables(network, params), *inputs, train=False, **kwargs)
+    if name == "discriminator":
+      variables = _variables(network, network.params)
+    else:  # The EMA params with their own (standing) BatchNorm statistics.
+      variables = _variables(network.replace(batch_stats=inference_batch_stats(state, name)),
+                             inference_params(state, name))
+    return module.apply(variables, *inputs, train=False, **kwargs)
 
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
     return apply("generator", state, z).astype(jnp.float32)

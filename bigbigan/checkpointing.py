@@ -1,17 +1,27 @@
-"""Orbax checkpoints of the whole TrainState: resume from the latest, keep the last N, save on
-preemption, and refuse, with a clear message, a checkpoint that does not fit the config.
+"""Orbax checkpoints of the whole TrainState: resume from the latest, keep the last N and the
+best by a selection metric, save on preemption, and refuse, with a clear message, a
+checkpoint that does not fit the config.
+
+The paper reports each model at its best checkpoint (by train_val accuracy, or FID for the
+GAN rows). With `config.selection_metric` set, each save at an evaluation step records that
+metric in the checkpoint (orbax's metrics item), and orbax keeps the best checkpoint by it
+(`config.selection_mode` "max" or "min") beside the latest `keep_checkpoints`, so a late
+collapse cannot prune it; `best_step()` names it, across restarts.
 
 A checkpoint is only ever written by `save`; a failed restore raises before the trainer
 writes anything, so an incompatible or corrupt checkpoint is left exactly as it was.
 """
 
+import math
 import os
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 from bigbigan.errors import CheckpointError
 
@@ -51,21 +61,72 @@ def _first_line(error: Exception) -> str:
   return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-class Checkpointer:
-  """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic)."""
+SELECTION_MODES = ("max", "min")
 
-  def __init__(self, workdir: str, keep: int):
+
+def _options(keep: int, selection_metric: str, selection_mode: str
+             ) -> ocp.CheckpointManagerOptions:
+  if not selection_metric:
+    return ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  if selection_mode not in SELECTION_MODES:
+    raise ValueError(f"selection_mode {selection_mode!r}: allowed {SELECTION_MODES}")
+  metric = lambda metrics: metrics[selection_metric]  # noqa: E731
+  return ocp.CheckpointManagerOptions(
+      create=True,
+      # best_fn makes orbax write each save's metrics and rank checkpoints by them.
+      best_fn=metric, best_mode=selection_mode,
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy([
+          checkpoint_managers.LatestN(n=keep),
+          # BestN keeps the last n of the checkpoints sorted ascending by the metric
+          # (descending with `reverse`); checkpoints saved without a metric are the
+          # business of LatestN alone.
+          checkpoint_managers.BestN(get_metric_fn=metric, reverse=selection_mode == "min",
+                                    n=1, keep_checkpoints_without_metrics=False)]))
+
+
+class Checkpointer:
+  """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic).
+
+  Args:
+    workdir: the run's directory (local or gs://).
+    keep: how many of the latest checkpoints to keep.
+    selection_metric: if set, also keep the best checkpoint by this metric, which `save`
+      receives from the evaluation of the saved step.
+    selection_mode: "max" or "min": which value of the metric is best.
+  """
+
+  def __init__(self, workdir: str, keep: int, selection_metric: str = "",
+               selection_mode: str = "max"):
     # Orbax wants absolute paths; a URL (gs://bucket/run) already is one.
     root = workdir if "://" in workdir else os.path.abspath(workdir)
     self.directory = os.path.join(root, "checkpoints")
+    self.selection_metric = selection_metric
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        self.directory, options=_options(keep, selection_metric, selection_mode),
         # Declared up front so that a fresh process can read a checkpoint's metadata.
         item_handlers=ocp.StandardCheckpointHandler())
 
+  @classmethod
+  def for_config(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
+    """The checkpoints of a run of `config` (its keep_checkpoints and selection fields)."""
+    return cls(workdir, config.keep_checkpoints, config.get("selection_metric", ""),
+               config.get("selection_mode", "max"))
+
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """The kept checkpoint with the best selection metric; None if none was saved with one.
+
+    Raises:
+      CheckpointError: the checkpointer has no selection metric.
+    """
+    if not self.selection_metric:
+      raise CheckpointError("this run keeps no best checkpoint: its config has no "
+                            "selection_metric (pass a step number instead of 'best')")
+    if not any(self._manager.metrics(step) for step in self._manager.all_steps()):
+      return None
+    return self._manager.best_step()
 
   def path(self, step: Optional[int]) -> str:
     return "none" if step is None else os.path.join(self.directory, str(step))
@@ -107,11 +168,19 @@ class Checkpointer:
       raise CheckpointError(
           f"checkpoint {where} cannot be restored ({_first_line(error)}): {fix}") from error
 
-  def save(self, step: int, state: Any) -> None:
-    """Starts an asynchronous save of `state` as `step` (a no-op if that step exists)."""
+  def save(self, step: int, state: Any, metrics: Optional[Mapping[str, Any]] = None) -> None:
+    """Starts an asynchronous save of `state` as `step` (a no-op if that step exists).
+
+    `metrics`: the step's evaluation, if it ran; its selection metric, when finite, is
+    recorded for the choice of the best checkpoint.
+    """
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    recorded = None
+    if self.selection_metric and metrics and self.selection_metric in metrics:
+      value = float(metrics[self.selection_metric])
+      recorded = {self.selection_metric: value} if math.isfinite(value) else None
+    self._manager.save(step, args=ocp.args.StandardSave(state), metrics=recorded)
 
   def reached_preemption(self, step: int) -> bool:
     """True when the cluster (multi-process) has signalled preemption at this step."""

@@ -1,14 +1,21 @@
-"""Checks a config before anything is built or written, naming the field and what is allowed."""
+"""Checks a config before anything is built or written, naming the field and what is allowed.
+
+`validate_config` reads nothing but the config; `validate_splits` also reads the dataset's
+metadata (its split sizes), to refuse splits it lacks and evaluation splits that share
+examples with training ones.
+"""
 
 import numbers
 
 import ml_collections
 
 from bigbigan import bigbigan_steps
+from bigbigan import checkpointing
 from bigbigan import losses
 from bigbigan import steps
 from bigbigan import tasks
 from bigbigan.data import images
+from bigbigan.data import pipeline
 from bigbigan.evaluation import images as image_evaluation
 from bigbigan.errors import ConfigError
 from bigbigan.models import biggan
@@ -35,10 +42,24 @@ BIGBIGAN_POSITIVE_INTEGERS = ("d_steps", "eval_batch_size", "generator.ch", "dis
                               "encoder.width", "encoder.base_width", "encoder.head_width",
                               "encoder.head_depth", "encoder.resolution", "probe_epochs",
                               "fid_samples", "report_neighbour_pool")
-BIGBIGAN_NON_NEGATIVE_INTEGERS = ("probe_patience",)
+BIGBIGAN_NON_NEGATIVE_INTEGERS = ("probe_patience", "standing_stats_batches")
 BIGBIGAN_POSITIVE_NUMBERS = ("probe_learning_rate",)
 BIGBIGAN_RANGES = ("optimizer.b1", "optimizer.b2", "optimizer.lr_decay_start_fraction",
                    "optimizer.lr_decay_final_scale", "optimizer.weight_decay", "ema_decay")
+# The config fields that name TFDS splits (MNIST's configs have the first and the eval one;
+# BigBiGAN's all of them).
+SPLIT_FIELDS = ("train_split", "probe_train_split", "probe_train_val_split", "knn_train_split",
+                "eval_split", "fid_reference_split")
+# Pairs of fields that must share no example: the linear probe's fit, early-stopping and test
+# splits, and the test split against every split that a model or classifier learns from.
+# (k-NN may search the probe's training images, and FID's reference is any real images.)
+DISJOINT_SPLITS = (("probe_train_split", "probe_train_val_split"),
+                   ("probe_train_split", "eval_split"),
+                   ("probe_train_val_split", "eval_split"),
+                   ("train_split", "eval_split"),
+                   ("knn_train_split", "eval_split"),
+                   # The k-NN on train_val selects checkpoints: its queries are held out.
+                   ("knn_train_split", "probe_train_val_split"))
 ENCODER_OUTPUTS = ("avepool_feat", "bn_crelu_feat", "z_mean")
 # field: (low, high, whether high itself is allowed, what the message says is allowed)
 RANGES = {
@@ -202,3 +223,84 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
   for field in ("batch_size", "eval_batch_size"):
     _divides(config, field, num_devices, "devices")
     _divides(config, field, num_processes, "processes")
+  _validate_selection(config)
+
+
+# The periodic metric each selection metric comes from (evaluation/images.py).
+SELECTION_SOURCES = {"knn_1_train_val_accuracy_cosine": "knn", "fid": "fid"}
+
+
+def _validate_selection(config: ml_collections.ConfigDict) -> None:
+  """The best-checkpoint selection: a metric that the periodic evaluation computes."""
+  metric = config.get("selection_metric", "")
+  if not metric:
+    return
+  _choice(config, "selection_mode", checkpointing.SELECTION_MODES)
+  if metric not in SELECTION_SOURCES:
+    raise ConfigError(f"config.selection_metric={metric!r}: allowed "
+                      f"{tuple(SELECTION_SOURCES)}, or '' to keep the latest checkpoints only")
+  source = SELECTION_SOURCES[metric]
+  if source not in config.eval_metrics:
+    raise ConfigError(f"config.selection_metric={metric!r} comes from the {source!r} "
+                      f"evaluation, which config.eval_metrics={tuple(config.eval_metrics)!r} "
+                      f"lacks: add it, or set selection_metric=''")
+  if (source == "knn") == (config.encoder.kind == "none"):
+    raise ConfigError(f"config.selection_metric={metric!r} does not fit "
+                      f"config.encoder.kind={config.encoder.kind!r}: select encoders by "
+                      "'knn_1_train_val_accuracy_cosine', the no-encoder GAN by 'fid'")
+
+
+def validate_splits(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless every split field selects examples of the dataset and the
+  evaluation splits are disjoint from the ones learned from (DISJOINT_SPLITS).
+
+  Reads the dataset's TFDS metadata (no examples), so it runs at start, after
+  `validate_config` and before anything is written. The mixture dataset, drawn in memory,
+  has no splits.
+
+  Raises:
+    ConfigError: a split field names a split the dataset lacks, an empty slice or one past a
+      split's end, or two fields of a DISJOINT_SPLITS pair share examples.
+    DatasetError: the dataset is not prepared (the message says how to prepare it).
+  """
+  if config.dataset == "mixture":
+    return
+  splits = pipeline.prepared_builder(config.dataset, config.get("data_dir")).info.splits
+  ranges = {}
+  for field in SPLIT_FIELDS:
+    if field not in config:
+      continue
+    spec = config[field]
+    if not isinstance(spec, str) or not spec.strip():
+      raise ConfigError(f"config.{field}={spec!r}: must be a TFDS split such as 'train' or "
+                        "'train[:10000]'")
+    try:
+      ranges[field] = pipeline.split_ranges(splits, spec)
+    except ValueError as error:
+      available = "; ".join(f"{name}, {info.num_examples} examples"
+                            for name, info in splits.items())
+      raise ConfigError(f"config.{field}={spec!r} cannot be read from {config.dataset}: "
+                        f"{error} ({config.dataset}'s splits: {available}): name one of "
+                        f"them, or a non-empty slice of one such as "
+                        f"'{next(iter(splits))}[:10%]'") from error
+  for first, second in DISJOINT_SPLITS:
+    if first in ranges and second in ranges:
+      shared = _shared_examples(ranges[first], ranges[second])
+      if shared:
+        name, start, stop = shared
+        raise ConfigError(
+            f"config.{first}={config[first]!r} and config.{second}={config[second]!r} share "
+            f"examples {start}..{stop - 1} of split '{name}': evaluation must use held-out "
+            f"examples; make them disjoint, e.g. {first}='{name}[10000:]' and "
+            f"{second}='{name}[:10000]'")
+
+
+def _shared_examples(first: dict, second: dict):
+  """(split, start, stop) of the first examples that two `split_ranges` share, or None."""
+  for name in sorted(set(first) & set(second)):
+    for a_start, a_stop in first[name]:
+      for b_start, b_stop in second[name]:
+        start, stop = max(a_start, b_start), min(a_stop, b_stop)
+        if start < stop:
+          return name, start, stop
+  return None

@@ -1,7 +1,7 @@
 """Evaluates a BigBiGAN run's checkpoint: `python -m bigbigan.evaluate --workdir=DIR`.
 
     python -m bigbigan.evaluate --workdir=/tmp/bigbigan_mnist \
-        [--step=N] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
+        [--step=N|best] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
         [--distributed ...]   # every process of a multi-host job runs it, as for training
 
 The run's own config (DIR/config.json) rebuilds its networks; the checkpoint of `--step`
@@ -17,7 +17,7 @@ is then 1.
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -26,13 +26,15 @@ from absl import flags
 from clu import metric_writers
 
 from bigbigan import distributed, runs, sharding, tasks
+from bigbigan.config_validation import validate_splits
 from bigbigan.data import pipeline
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.evaluation import images
 from bigbigan.train import write_evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
-_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step; default: the latest.")
+_STEP = flags.DEFINE_string("step", None, "The checkpoint's step, or 'best' (the checkpoint "
+                            "kept for the run's selection_metric); default: the latest.")
 _METRICS = flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's "
                              "config.eval_metrics): linear_probe, knn, fid, is, reports.")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
@@ -41,7 +43,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the run
 flags.mark_flags_as_required(["workdir"])
 
 
-def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
+def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None,
                         metrics: Optional[Sequence[str]] = None, devices=None
                         ) -> tuple[int, dict, dict[str, str]]:
   """Restores `workdir`'s checkpoint `step` (default: the latest) and evaluates it.
@@ -49,7 +51,7 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
   Args:
     config: the run's config (`runs.load_run_config`).
     workdir: the run's directory; figures and the FID reference statistics go there too.
-    step: the checkpoint's step, or None for the latest.
+    step: the checkpoint's step, None for the latest, or "best" (runs.restore_run).
     metrics: a subset of evaluation.images.METRICS; None: `config.eval_metrics`.
     devices: the mesh's devices (default: all).
 
@@ -61,6 +63,7 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None,
     CheckpointError: no (such) checkpoint, or one the config cannot read.
   """
   runs.require_bigbigan(config, workdir, "bigbigan.evaluate")
+  validate_splits(config)
   unknown = set(metrics or ()) - set(images.METRICS)
   if unknown:
     raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {images.METRICS}")
@@ -104,8 +107,8 @@ def main(argv):
       config.inception_weights = _INCEPTION_WEIGHTS.value
     if _DATA_DIR.value is not None:
       config.data_dir = _DATA_DIR.value
-    step, results, errors = evaluate_checkpoint(config, _WORKDIR.value, _STEP.value,
-                                                _METRICS.value)
+    step, results, errors = evaluate_checkpoint(config, _WORKDIR.value,
+                                                runs.parse_step(_STEP.value), _METRICS.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)

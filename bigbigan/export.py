@@ -1,13 +1,13 @@
 """Exports a BigBiGAN run's checkpoint as a bundle that `bigbigan.load` reads.
 
     python -m bigbigan.export --workdir=/tmp/bigbigan_mnist --out=/tmp/bundles/mnist \
-        [--step=N] [--with_discriminator] [--overwrite]
+        [--step=N|best] [--with_discriminator] [--overwrite]
 
 The run's own config (DIR/config.json) rebuilds its state; the checkpoint of `--step`
-(default: the latest) is restored on one device and its inference weights written
-(bigbigan/bundle.py: the config, the EMA encoder and generator with their BatchNorm and
-spectral-norm state, D's weights with `--with_discriminator`, a format version, a checksum
-and a README). `--out` may be local or gs://. An existing `--out` is replaced only with
+(default: the latest; "best": the one kept for the run's selection metric) is restored on
+one device and its inference weights written (bigbigan/bundle.py: the config, the EMA
+encoder and generator with their standing BatchNorm statistics and spectral-norm state, D's
+weights with `--with_discriminator`, a format version, a checksum and a README). `--out` may be local or gs://. An existing `--out` is replaced only with
 `--overwrite`, and only if it is a bundle; a failed export leaves it as it was.
 """
 
@@ -16,12 +16,13 @@ import sys
 from absl import app
 from absl import flags
 
-from bigbigan import pretrained
+from bigbigan import pretrained, runs
 from bigbigan.errors import BigBiganError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
 _OUT = flags.DEFINE_string("out", None, "The bundle's directory (local or gs://) to write.")
-_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step; default: the latest.")
+_STEP = flags.DEFINE_string("step", None, "The checkpoint's step, or 'best' (the checkpoint "
+                            "kept for the run's selection_metric); default: the latest.")
 _WITH_DISCRIMINATOR = flags.DEFINE_bool(
     "with_discriminator", False, "Include D (for `discriminate`; about doubles the size).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing bundle at --out.")
@@ -34,7 +35,7 @@ def main(argv):
   step = "the latest step" if _STEP.value is None else f"step {_STEP.value}"
   print(f"Exporting {step} of {_WORKDIR.value} to {_OUT.value} ...", flush=True)
   try:
-    manifest = pretrained.export_run(_WORKDIR.value, _OUT.value, _STEP.value,
+    manifest = pretrained.export_run(_WORKDIR.value, _OUT.value, runs.parse_step(_STEP.value),
                                      _WITH_DISCRIMINATOR.value, _OVERWRITE.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)

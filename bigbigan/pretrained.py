@@ -14,19 +14,20 @@ modules, so a model trained here replaces them. Every method takes any batch siz
 NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each compiles
 once), each chunk sharded over the local devices and run by the jitted evaluation-mode
 networks of bigbigan_steps.make_bigbigan_inference_fns, the functions that evaluation uses:
-G and E with their EMA weights, BatchNorm on its running averages; uint8 images are
-normalised on the devices as there. Results are per image: eval-mode BatchNorm keeps rows
+G and E with their EMA weights and those networks' own (standing) BatchNorm statistics;
+uint8 images are normalised on the devices as there. Results are per image: eval-mode BatchNorm keeps rows
 independent, and z_sample's noise is a function of each image's 8-bit pixel values and
 `seed` (bigbigan_steps.per_image_noise), so an image's outputs do not depend on the batch it
 comes in, nor on uint8 or float input, beyond float rounding (XLA's kernels may round
-differently at another batch size: about 1e-6). Images of another size are resized (bicubic,
-antialiased, the training pipeline's method) to the encoder's resolution, or, for D, to G's.
+differently at another batch size: about 1e-6). Images of another size are framed and
+resized as the pipeline's evaluation preprocessing does (the central square, bicubic and
+antialiased, rounded to 8 bits) to the encoder's resolution, or, for D, to G's.
 """
 
 import json
 import math
 import warnings
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ import numpy as np
 from bigbigan import __version__, bigbigan_steps, bundle, checkpointing, runs, sharding
 from bigbigan.errors import BundleError, ConfigError, InputError
 from bigbigan.models.networks import build_networks
-from bigbigan.state import NetworkState, TrainState, inference_params
+from bigbigan.state import NetworkState, TrainState, inference_batch_stats, inference_params
 from bigbigan.steps import sample_prior
 
 # Float images may exceed [-1, 1] by rounding (x / 127.5 - 1 computed with an FMA does).
@@ -46,13 +47,17 @@ SCORE_NAMES = {"xz": "score_xz", "x": "score_x", "z": "score_z"}
 
 
 def bundle_weights(state: TrainState, with_discriminator: bool) -> dict:
-  """What a bundle keeps of a TrainState: G's and E's inference (EMA) params with their
-  BatchNorm statistics and spectral-norm vectors; D's live ones if `with_discriminator`."""
+  """What a bundle keeps of a TrainState: G's and E's inference (EMA) params with their own
+  (standing) BatchNorm statistics and the spectral-norm vectors; D's live ones if
+  `with_discriminator`."""
   weights = {}
   for name in ("generator", "encoder") + (("discriminator",) * with_discriminator):
     network = getattr(state, name)
-    params = network.params if name == "discriminator" else inference_params(state, name)
-    weights[name] = {"params": params, "batch_stats": network.batch_stats,
+    if name == "discriminator":
+      params, batch_stats = network.params, network.batch_stats
+    else:
+      params, batch_stats = inference_params(state, name), inference_batch_stats(state, name)
+    weights[name] = {"params": params, "batch_stats": batch_stats,
                      "spectral": network.spectral}
   return weights
 
@@ -270,9 +275,10 @@ The run's whole config is in bundle.json ("config").
 """
 
 
-def export_run(workdir: str, out: str, step: Optional[int] = None,
+def export_run(workdir: str, out: str, step: Union[int, str, None] = None,
                with_discriminator: bool = False, overwrite: bool = False) -> dict:
-  """Writes the bundle of `workdir`'s checkpoint `step` (None: the latest) to `out`.
+  """Writes the bundle of `workdir`'s checkpoint `step` (None: the latest; "best": the best
+  by the run's selection metric) to `out`.
 
   Returns:
     The bundle's manifest.

@@ -2,13 +2,14 @@
 
     config = runs.load_run_config(workdir)            # workdir/config.json
     step, state, networks = runs.restore_run(config, workdir, step=None, mesh=mesh)
+    # step: None for the latest, a number, or "best" (by the run's selection_metric)
 
 `bigbigan.evaluate` and `bigbigan.export` start here. Paths go through etils' epath, so a
 workdir on gs:// reads as a local one does.
 """
 
 import json
-from typing import Optional
+from typing import Optional, Union
 
 import jax
 import ml_collections
@@ -49,9 +50,28 @@ def require_bigbigan(config: ml_collections.ConfigDict, workdir: str, tool: str)
                       "revnet4x.py)")
 
 
-def restore_run(config: ml_collections.ConfigDict, workdir: str, step: Optional[int],
-                mesh: Mesh) -> tuple[int, TrainState, Networks]:
-  """Restores `workdir`'s BigBiGAN checkpoint `step` (None: the latest), replicated on `mesh`.
+BEST = "best"
+
+
+def parse_step(value: Optional[str]) -> Union[int, str, None]:
+  """A --step flag's value: None (the latest), "best", or a step number.
+
+  Raises:
+    ConfigError: anything else.
+  """
+  if value is None or value == BEST:
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise ConfigError(f"--step={value}: pass a step number, or 'best' for the checkpoint "
+                      "kept for its selection metric") from None
+
+
+def restore_run(config: ml_collections.ConfigDict, workdir: str,
+                step: Union[int, str, None], mesh: Mesh) -> tuple[int, TrainState, Networks]:
+  """Restores `workdir`'s BigBiGAN checkpoint `step` (None: the latest; "best": the best by
+  the run's `selection_metric`), replicated on `mesh`.
 
   Returns:
     (step, the TrainState, the config's networks).
@@ -65,9 +85,17 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str, step: Optional[
   abstract_state = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
       jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer.for_config(workdir, config)
   try:
-    step = checkpointer.latest_step() if step is None else step
+    if step == BEST:
+      step = checkpointer.best_step()
+      if step is None:
+        raise CheckpointError(
+            f"no checkpoint in {checkpointer.directory} was saved with "
+            f"{config.selection_metric!r}: evaluate during training (eval_metrics) or pass "
+            "a step number")
+    elif step is None:
+      step = checkpointer.latest_step()
     if step is None:
       raise CheckpointError(f"no checkpoint in {checkpointer.directory}: train first "
                             "(python -m bigbigan.main)")

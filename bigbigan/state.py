@@ -34,6 +34,11 @@ class TrainState:
   # Exponential moving averages of G's and E's params ({"generator", "encoder"}), used for
   # evaluation and sampling; None when config.ema_decay is 0.
   ema: Optional[dict] = None
+  # BigGAN's "standing statistics": BatchNorm statistics of the networks that inference runs
+  # (the EMA params when kept), {"generator", "encoder"} like `ema`, recomputed by
+  # standing_stats.py before each evaluation and checkpoint. The live networks' running
+  # averages belong to the live params, which the EMA trails. None: inference uses those.
+  standing_stats: Optional[dict] = None
 
 
 def init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -102,3 +107,11 @@ def inference_params(state: TrainState, network: str):
   if state.ema is not None:
     return state.ema[network]
   return getattr(state, network).params
+
+
+def inference_batch_stats(state: TrainState, network: str):
+  """The BatchNorm statistics that evaluation and sampling use with `inference_params`: the
+  standing statistics if the state keeps them, else the live network's running averages."""
+  if state.standing_stats is not None and network in state.standing_stats:
+    return state.standing_stats[network]
+  return getattr(state, network).batch_stats

@@ -1,12 +1,14 @@
 """What the trainer needs from an experiment's data, one class per `config.dataset`.
 
 A task gives the data's dimension, this process's training batches from any step on (host
-numpy, uint8 for images), the on-device normalisation applied inside the jitted step, and
-the periodic evaluator. The trainer itself knows no dataset. The MLP networks train on the
+numpy, uint8 for images), the on-device normalisation applied inside the jitted step, the
+periodic evaluator, and the state as inference sees it (for BigBiGAN: with standing
+BatchNorm statistics for the EMA networks, standing_stats.py). The trainer itself knows no dataset. The MLP networks train on the
 mixture or flattened MNIST (`config.dataset` picks the task); BigBiGAN's networks
 (`config.network="biggan"`) on any image dataset of data/images.py (`ImageTask`).
 """
 
+import itertools
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import jax
@@ -16,6 +18,7 @@ from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
 from bigbigan import sharding
+from bigbigan import standing_stats
 from bigbigan.data import images
 from bigbigan.data import pipeline
 from bigbigan.data.toy import Mixture
@@ -26,6 +29,20 @@ from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
 Evaluator = Callable[[TrainState, int], dict[str, float]]
+InferenceStateFn = Callable[[TrainState], TrainState]
+
+
+class _StateAsItIs:
+  """For tasks whose evaluation runs the state as training left it (the MLP networks)."""
+
+  @staticmethod
+  def make_inference_state_fn(networks: Networks) -> InferenceStateFn:
+    del networks
+    return _unchanged
+
+
+def _unchanged(state: TrainState) -> TrainState:
+  return state
 
 
 class Task(Protocol):
@@ -36,9 +53,11 @@ class Task(Protocol):
   def train_batches(self, start_step: int) -> Iterator[Any]: ...
   def normalise(self, x: jax.Array) -> jax.Array: ...
   def make_evaluator(self, networks: Networks) -> Evaluator: ...
+  # The state as evaluation, sampling and checkpoints should hold it (jitted work inside).
+  def make_inference_state_fn(self, networks: Networks) -> InferenceStateFn: ...
 
 
-class MixtureTask:
+class MixtureTask(_StateAsItIs):
   """The 2-D Gaussian mixture (data/toy.py); unconditional."""
 
   num_classes = 0
@@ -60,7 +79,7 @@ class MixtureTask:
     return MixtureEvaluator(self._config, self.mixture, networks, self._mesh, self._workdir)
 
 
-class MnistTask:
+class MnistTask(_StateAsItIs):
   """Permutation-invariant MNIST through TFDS: flattened 784-pixel images."""
 
   data_dim = pipeline.MNIST_PIXELS
@@ -90,6 +109,11 @@ class MnistTask:
   def make_evaluator(self, networks: Networks) -> Evaluator:
     return MnistEvaluator(self._config, networks, self._mesh, self._workdir,
                           self._preprocess, self.normalise, self.num_classes)
+
+
+# Examples in the shuffle buffer of the standing statistics' stream: a few batches' worth
+# (the stream is rebuilt at every refresh, so filling a large buffer would cost each time).
+STANDING_STATS_SHUFFLE_BUFFER = 4096
 
 
 class ImageTask:
@@ -126,15 +150,37 @@ class ImageTask:
   def normalise(x: jax.Array) -> jax.Array:
     return bigbigan_steps.normalise_images(x)
 
+  def _standing_stats_images(self) -> Iterator[jax.Array]:
+    """The first `standing_stats_batches` training batches of a stream of their own (seed
+    + 1; the same images at every refresh, so a resumed run computes what an uninterrupted
+    one does), as global uint8 arrays."""
+    c = self._config
+    rows = pipeline.train_batches(c.dataset, c.train_split, c.batch_size, c.seed + 1,
+                                  self._train_preprocess, c.data_dir,
+                                  shuffle_buffer_size=STANDING_STATS_SHUFFLE_BUFFER)
+    for batch in itertools.islice(rows, c.standing_stats_batches):
+      yield sharding.to_global_batch(batch["image"], self._mesh)
+
+  def make_inference_state_fn(self, networks: Networks) -> InferenceStateFn:
+    """state -> the state with standing statistics of its EMA networks (standing_stats.py);
+    unchanged if the config keeps none (`standing_stats_batches` 0)."""
+    if not self._config.get("standing_stats_batches", 0):
+      return _unchanged
+    refresh = standing_stats.make_standing_stats_fn(self._config, networks, self._mesh)
+    return lambda state: refresh(state, self._standing_stats_images())
+
   def make_evaluator(self, networks: Networks,
                      metrics: Optional[Sequence[str]] = None) -> Evaluator:
     """The evaluation suite (evaluation/images.py) of `metrics`, by default the config's."""
     config, mesh = self._config, self._mesh
     init = jax.jit(bigbigan_steps.state_initializer(config, networks),
                    out_shardings=sharding.replicated(mesh))
-    # The run's own initial state (the trainer initialises from the same seed).
+    for_inference = self.make_inference_state_fn(networks)
+    # The run's own initial state (the trainer initialises from the same seed), with the
+    # standing statistics of its random networks, as the trained ones get theirs.
     return ImageEvaluator(config, networks, mesh, self._workdir, self._eval_preprocess,
-                          initial_state=lambda: init(jax.random.PRNGKey(config.seed)),
+                          initial_state=lambda: for_inference(
+                              init(jax.random.PRNGKey(config.seed))),
                           metrics=metrics)
 
 

@@ -26,7 +26,7 @@ from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
 from bigbigan import steps
 from bigbigan import tasks
-from bigbigan.config_validation import validate_config
+from bigbigan.config_validation import validate_config, validate_splits
 from bigbigan.errors import NonFiniteLossError
 from bigbigan.metric_logging import create_writer
 from bigbigan.models.networks import Networks, build_networks
@@ -144,10 +144,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---- Mesh and config checks: before anything is built or written. ----
   mesh = sharding.make_mesh(devices)
   validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
+  validate_splits(config)
   os.makedirs(workdir, exist_ok=True)
   # Listen for SIGTERM from the start; the flag is acted upon after the next step.
   sigterm = checkpointing.SigtermFlag()
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer.for_config(workdir, config)
   try:
     return _train(config, workdir, mesh, checkpointer, sigterm, train_batches)
   finally:
@@ -184,6 +185,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
 
   # ---- Evaluation and logging. ----
   evaluate = task.make_evaluator(networks)
+  for_inference = task.make_inference_state_fn(networks)
   if train_batches is None:
     train_batches = task.train_batches(start_step)
   writer = create_writer(workdir, start_step)
@@ -210,7 +212,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       preempted = bool(sigterm) or checkpointer.reached_preemption(step)
       done = step == config.total_steps or preempted
       log_now = step % config.log_every_steps == 0 or done
-      save_now = step % config.checkpoint_every_steps == 0 or done
+      # A preempted run saves first and skips evaluation: the grace period is short.
+      evaluate_now = not preempted and (step % config.eval_every_steps == 0 or done)
+      # An evaluated step is saved with its selection metric, so the best one can be kept.
+      save_now = (step % config.checkpoint_every_steps == 0 or done
+                  or (evaluate_now and bool(checkpointer.selection_metric)))
 
       if log_now or save_now:
         # Only finite states are logged as good or saved: the metrics include the gradient
@@ -225,11 +231,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       if log_now:
         writer.write_scalars(step, _mean_metrics(history))
         history = []
-      # A preempted run saves first and skips evaluation: the grace period is short.
-      if not preempted and (step % config.eval_every_steps == 0 or done):
-        write_evaluation(writer, step, evaluate(state, step))
+      if evaluate_now or save_now:
+        # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks'
+        # standing BatchNorm statistics of this step.
+        state = for_inference(state)
+      results = None
+      if evaluate_now:
+        results = evaluate(state, step)
+        write_evaluation(writer, step, results)
       if save_now:
-        checkpointer.save(step, state)
+        checkpointer.save(step, state, metrics=results)
         last_good = step
       if log_now:
         writer.flush()

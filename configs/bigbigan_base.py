@@ -113,6 +113,16 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.report_neighbour_pool = 2048  # Images searched for the nearest-neighbour figure.
   config.eval_batch_size = 1024
   config.eval_every_steps = 10_000
+  # The paper's numbers are its best checkpoints': every evaluation step is saved with this
+  # metric, and the best checkpoint by it is kept beside the latest `keep_checkpoints`
+  # (python -m bigbigan.evaluate --step=best). Computed on held-out *training* images
+  # (train_val), never on eval_split; the GAN row ("no_encoder") selects by FID (on G's
+  # samples against fid_reference_split), which needs config.inception_weights.
+  if config.encoder.kind == "none":
+    config.eval_metrics = ("fid", "reports")
+    config.selection_metric, config.selection_mode = "fid", "min"
+  else:
+    config.selection_metric, config.selection_mode = "knn_1_train_val_accuracy_cosine", "max"
   config.log_every_steps = 500
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
@@ -135,6 +145,10 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
   config.dataset = "mnist"
   config.train_split = "train"
   config.eval_metrics = ("linear_probe", "knn", "reports")
+  if config.encoder.kind == "none":
+    # Only figures: FID needs Inception weights (config.inception_weights), which a CPU
+    # user may lack, so nothing selects the best checkpoint.
+    config.eval_metrics, config.selection_metric = ("reports",), ""
   config.probe_train_split = config.knn_train_split = "train[10000:]"
   config.probe_train_val_split = "train[:10000]"
   config.eval_split = "test"

@@ -88,6 +88,11 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   config.total_steps = 500_000
   config.ema_decay = 0.9999
   config.ema_start_step = 20_000
+  # BigGAN's standing statistics: evaluation, export and sampling run the EMA networks with
+  # BatchNorm statistics averaged over this many training-mode forwards of theirs (G on
+  # prior samples, E on training images, batch_size each), recomputed before every
+  # evaluation and checkpoint; 0 runs them with the live networks' running averages.
+  config.standing_stats_batches = 16
   if "tiny" in variants:
     _shrink(config)
   return config

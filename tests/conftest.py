@@ -108,8 +108,9 @@ def run_processes(commands, log_dir, timeout=600) -> None:
 def tiny_bundle(tmp_path_factory):
   """A tiny BigBiGAN run's workdir (config.json, one checkpoint) and its exported bundle.
 
-  The state is the initial one with its EMA and BatchNorm statistics moved away from the
-  live params and the defaults, so a bundle that took the wrong weights would show. Yields
+  The state is the initial one with its EMA, its live BatchNorm statistics and its standing
+  statistics moved away from the live params, the defaults and each other, so a bundle
+  that took the wrong weights or statistics would show. Yields
   {"workdir", "bundle" (with D), "config", "state" (on all 8 devices), "step"}.
   """
   # pylint: disable=g-import-not-at-top
@@ -130,7 +131,7 @@ def tiny_bundle(tmp_path_factory):
 
   move = lambda tree: jax.tree_util.tree_map_with_path(moved, tree)  # noqa: E731
   state = state.replace(
-      ema=move(state.ema),
+      ema=move(state.ema), standing_stats=move(state.standing_stats),
       encoder=state.encoder.replace(batch_stats=move(state.encoder.batch_stats)),
       generator=state.generator.replace(batch_stats=move(state.generator.batch_stats)))
   state = jax.device_put(state, sharding.replicated(mesh))

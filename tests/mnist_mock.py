@@ -94,7 +94,10 @@ def tiny_bigbigan_config(variant: str = "", **overrides):
       # The mock's 20 training images: 12 to fit the probe (and for k-NN), 8 to stop it.
       "probe_train_split": "train[8:]", "knn_train_split": "train[8:]",
       "probe_train_val_split": "train[:8]", "probe_epochs": 3, "knn_ks": (1, 5),
-      "report_neighbour_pool": 8, **overrides})
+      "report_neighbour_pool": 8,
+      # Standing statistics over 2 batches of 8 (the configs' 16 cost compile-free seconds,
+      # but seconds all the same in every trainer test).
+      "standing_stats_batches": 2, **overrides})
 
 
 def fixed_image_batches(config, start_step: int, process_index: int = 0,

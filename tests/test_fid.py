@@ -116,3 +116,115 @@ def test_inception_score_extremes():
   # Confident predictions spread evenly over 10 classes: score 10.
   confident = 100.0 * np.eye(10)[np.arange(1000) % 10]
   np.testing.assert_allclose(inception_score(confident)[0], 10.0, rtol=1e-9)
+
+
+# ---- The cache of FID's reference statistics. ----
+
+
+def _replace_file(path, data: bytes) -> None:
+  """Rewrites `path` as a download does: a new file renamed over the old one."""
+  partial = path.with_name(path.name + ".partial")
+  partial.write_bytes(data)
+  partial.replace(path)
+
+
+def test_file_sha256_is_the_digest_of_the_current_bytes(tmp_path):
+  import hashlib  # pylint: disable=g-import-not-at-top
+  weights = tmp_path / "weights.pth"
+  weights.write_bytes(b"a" * 3_000_000)  # Several hashing blocks.
+  assert fid.file_sha256(weights) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+  assert fid.file_sha256(str(weights)) == fid.file_sha256(weights)  # Remembered.
+  _replace_file(weights, b"b" * 3_000_000)
+  assert fid.file_sha256(weights) == hashlib.sha256(b"b" * 3_000_000).hexdigest()
+  with pytest.raises(FileNotFoundError):
+    fid.file_sha256(tmp_path / "missing.pth")
+
+
+def test_reference_statistics_are_cached_per_key(tmp_path):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    rows = np.random.default_rng(len(calls)).standard_normal((10, 3))
+    return rows.mean(axis=0), np.cov(rows, rowvar=False)
+
+  base = dict(weights_sha256="0" * 64, dataset="mnist/3.0.1", split="test", count=100,
+              preprocessing={"framing": "resize", "image_resolution": 32})
+  mean, covariance = fid.cached_reference_statistics(
+      tmp_path, fid.reference_statistics_key(**base), compute)
+  again = fid.cached_reference_statistics(tmp_path, fid.reference_statistics_key(**base),
+                                          compute)
+  assert len(calls) == 1
+  np.testing.assert_array_equal(again[0], mean)
+  np.testing.assert_array_equal(again[1], covariance)
+  changes = [dict(weights_sha256="1" * 64), dict(dataset="mnist/3.0.2"), dict(split="train"),
+             dict(count=101), dict(preprocessing={"framing": "resize", "image_resolution": 64})]
+  for change in changes:
+    fid.cached_reference_statistics(tmp_path, fid.reference_statistics_key(**{**base, **change}),
+                                     compute)
+  assert len(calls) == 1 + len(changes)
+  assert len(list(tmp_path.glob("fid_reference_*.npz"))) == 1 + len(changes)
+  assert not list(tmp_path.glob("*.tmp-*"))
+  # A process that does not write (not process 0) computes and leaves no file.
+  fid.cached_reference_statistics(tmp_path, fid.reference_statistics_key(**{**base, "count": 7}),
+                                  compute, write=False)
+  assert len(calls) == 2 + len(changes)
+  assert len(list(tmp_path.glob("fid_reference_*.npz"))) == 1 + len(changes)
+
+
+def test_a_cache_file_of_another_key_is_recomputed(tmp_path):
+  key = fid.reference_statistics_key("0" * 64, "mnist/3.0.1", "test", 100, {})
+  path = fid.reference_statistics_path(tmp_path, key)
+  np.savez(path, mean=np.zeros(2), covariance=np.eye(2), key=np.array("{}"))
+  got = fid.cached_reference_statistics(tmp_path, key, lambda: (np.ones(2), 2 * np.eye(2)))
+  np.testing.assert_array_equal(got[0], np.ones(2))
+  with np.load(path) as cached:  # Overwritten with the right key.
+    np.testing.assert_array_equal(cached["mean"], np.ones(2))
+
+
+def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_change(
+    metadata_dir, tmp_path):
+  """ImageEvaluator._reference_statistics with a fake Inception: only a change of what the
+  statistics depend on computes them again."""
+  from bigbigan.evaluation import images  # pylint: disable=g-import-not-at-top
+  from mnist_mock import tiny_bigbigan_config  # pylint: disable=g-import-not-at-top
+  weights = tmp_path / "weights.pth"
+  weights.write_bytes(b"weights, version 1")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  computed = []
+
+  def reference(**overrides):
+    config = tiny_bigbigan_config(**{"data_dir": str(metadata_dir), "fid_samples": 11,
+                                     "inception_weights": str(weights), **overrides})
+    # A fresh evaluator each time, as a new training run or bigbigan.evaluate has; only the
+    # parts _reference_statistics uses, and an Inception that needs no weights.
+    evaluator = object.__new__(images.ImageEvaluator)
+    evaluator._config, evaluator._workdir = config, str(workdir)
+    evaluator._real_batches = lambda count: ("real images", count)
+
+    def inception_outputs(batches, logits):
+      assert batches == ("real images", config.fid_samples) and not logits
+      computed.append(dict(overrides))
+      statistics = fid.FeatureStatistics(4)
+      statistics.update(np.random.default_rng(len(computed)).standard_normal((9, 4)))
+      return statistics, None
+
+    evaluator._inception_outputs = inception_outputs
+    return evaluator._reference_statistics()
+
+  first = reference()
+  np.testing.assert_array_equal(reference()[1], first[1])
+  assert len(computed) == 1
+  for overrides in ({"fid_reference_split": "train"}, {"fid_samples": 12},
+                    {"encoder.resolution": 64}, {"resolution": 64, "encoder.resolution": 64}):
+    reference(**overrides)
+    reference(**overrides)
+  assert len(computed) == 5
+  _replace_file(weights, b"weights, version 2")
+  reference()
+  reference()
+  assert len(computed) == 6
+  assert len(list(workdir.glob("fid_reference_*.npz"))) == 6
+  with pytest.raises(images.MetricUnavailable, match="FID Inception weights not found at"):
+    reference(inception_weights=str(tmp_path / "missing.pth"))

@@ -8,11 +8,31 @@ once, and the result equals the one-shot np.mean / np.cov. The formulas follow t
 reference FID code (TTUR, pytorch-fid) and the original Inception Score code, so numbers
 are comparable with published ones when the features come from the same network
 (`bigbigan.evaluation.inception`).
+
+The real images' statistics (FID's reference) are costly, so they are cached in a file
+whose name is a hash of everything they depend on (`reference_statistics_key`): the
+Inception weights' bytes, the dataset, the split, the number of images and the
+preprocessing. Changing any of them computes and caches new statistics.
 """
+
+import functools
+import hashlib
+import io
+import json
+import os
+from typing import Callable
 
 import numpy as np
 import scipy.linalg
 import scipy.special
+from etils import epath
+
+# Bump when the path of real images to the Inception changes in a way the key's parameters
+# do not show: data/images.py's evaluation framing and resizing, the normalisation to
+# [-1, 1], the 2x2 average pools to D's resolution (bigbigan_steps.py), the resize to 299
+# (inception.py). Cached statistics of an older version are then recomputed.
+REFERENCE_PREPROCESSING_VERSION = 1
+_HASH_BLOCK_BYTES = 1 << 20
 
 
 class FeatureStatistics:
@@ -136,3 +156,102 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
     kl_per_row = np.sum(np.exp(chunk) * (chunk - log_marginal), axis=1)
     scores.append(np.exp(np.mean(kl_per_row)))
   return float(np.mean(scores)), float(np.std(scores))
+
+
+# ---------------------------------------------------------------------------------------
+# The cache of reference statistics.
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """The SHA-256 hex digest of a file's bytes (local or e.g. gs://).
+
+  The Inception weights are ~95 MB: the digest is computed once per file version (its path,
+  size and modification time) and remembered for the process.
+
+  Raises:
+    FileNotFoundError: there is no such file.
+  """
+  path = epath.Path(path)
+  if "://" in os.fspath(path):
+    stat = path.stat()
+    version = (stat.length, stat.mtime)
+  else:
+    # Nanoseconds and the inode: a file rewritten within the same second still differs.
+    stat = os.stat(path)
+    version = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+  return _sha256(os.fspath(path), version)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, version: tuple) -> str:
+  del version  # Part of the cache key only.
+  digest = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for block in iter(lambda: f.read(_HASH_BLOCK_BYTES), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def reference_statistics_key(weights_sha256: str, dataset: str, split: str, count: int,
+                             preprocessing: dict) -> dict:
+  """Everything the real images' statistics depend on, as a JSON-serialisable dict.
+
+  Args:
+    weights_sha256: the Inception weights' `file_sha256`.
+    dataset: the dataset's TFDS name, with its version (e.g. "mnist/3.0.1").
+    split: the TFDS split the images are read from.
+    count: the number of images.
+    preprocessing: the parameters of the images' preprocessing (resolutions, framing);
+      REFERENCE_PREPROCESSING_VERSION is added to them.
+  """
+  return {"inception_weights_sha256": weights_sha256, "dataset": dataset, "split": split,
+          "count": int(count),
+          "preprocessing": {"version": REFERENCE_PREPROCESSING_VERSION, **preprocessing}}
+
+
+def reference_statistics_path(directory: str | os.PathLike, key: dict) -> epath.Path:
+  """The cache file of `key`'s statistics in `directory`: fid_reference_<hash>.npz."""
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+  return epath.Path(directory) / f"fid_reference_{digest[:16]}.npz"
+
+
+def cached_reference_statistics(directory: str | os.PathLike, key: dict,
+                                compute: Callable[[], tuple[np.ndarray, np.ndarray]],
+                                write: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, covariance) of `key` from its cache file in `directory`, or from `compute()`.
+
+  Args:
+    directory: where the cache files are (the workdir; local or e.g. gs://).
+    key: `reference_statistics_key`; stored in the file too, and checked on reading.
+    compute: returns (mean, covariance) when the cache has none for `key`.
+    write: whether to write what `compute` returns (one process of a multi-process job
+      writes; all of them compute, as the computation is collective).
+
+  Returns:
+    The float64 [D] mean and [D, D] covariance.
+  """
+  path = reference_statistics_path(directory, key)
+  serialised = json.dumps(key, sort_keys=True)
+  if path.exists():
+    with np.load(io.BytesIO(path.read_bytes())) as cached:
+      # The file name holds 64 bits of the key's hash; the stored key settles it.
+      if str(cached["key"]) == serialised:
+        return cached["mean"], cached["covariance"]
+  mean, covariance = compute()
+  if write:
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=mean, covariance=covariance, key=np.array(serialised))
+    _write_whole(path, buffer.getvalue())
+  return mean, covariance
+
+
+def _write_whole(path: epath.Path, data: bytes) -> None:
+  """Writes `data` so that a reader never sees part of it."""
+  if "://" in os.fspath(path):
+    # Object stores (gs://) publish an object only once its upload is complete, and
+    # have no atomic rename.
+    path.write_bytes(data)
+    return
+  temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+  temporary.write_bytes(data)
+  temporary.replace(path)

@@ -1,7 +1,7 @@
 """The evaluation suite of a BigBiGAN on an image dataset: what training runs periodically
 (`config.eval_metrics`) and `python -m bigbigan.evaluate` runs on a checkpoint.
 
-Metrics, all with the EMA weights (BatchNorm on its running averages):
+Metrics, all with the EMA weights and their standing BatchNorm statistics (standing_stats.py):
   linear_probe  the paper's protocol on each of `config.eval_features` (streaming_probe.py):
                 a logistic regression fitted on `probe_train_split`, early-stopped on
                 `probe_train_val_split` (the paper's 10,000 held-out training images),
@@ -10,7 +10,9 @@ Metrics, all with the EMA weights (BatchNorm on its running averages):
                 by the sharded encoder on every pass (ImageNet: 1.28M x 16,384 floats do
                 not fit in memory).
   knn           k-NN accuracy (k in `config.knn_ks`, cosine) of `eval_split` against the
-                labelled `knn_train_split` (held in host memory).
+                labelled `knn_train_split` (held in host memory), and of the held-out
+                `probe_train_val_split` (`knn_1_train_val_accuracy_cosine`: the default
+                `selection_metric` by which the best checkpoint is kept).
   fid, is       FID and Inception Score of `config.fid_samples` samples G(z), with
                 pytorch-fid's Inception (`config.inception_weights`); FID against the same
                 number of real images of `fid_reference_split`, whose statistics are cached
@@ -26,7 +28,6 @@ reason; the others still run.
 """
 
 import functools
-import hashlib
 import os
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -38,6 +39,7 @@ from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
 from bigbigan import sharding
+from bigbigan.data import images as data_images
 from bigbigan.data import pipeline
 from bigbigan.evaluation import fid as fid_lib
 from bigbigan.evaluation import inception
@@ -50,8 +52,10 @@ from bigbigan.state import TrainState
 from bigbigan.steps import sample_prior
 
 METRICS = ("linear_probe", "knn", "fid", "is", "reports")
-# The probe's validation top-1 and the cosine 1-NN of the first feature.
+# The probe's validation top-1 and the cosine 1-NN of the first feature; the 1-NN on the
+# held-out training images (train_val) is what checkpoints are selected by.
 HEADLINE_METRICS = ("linear_accuracy", "knn_1_accuracy_cosine")
+SELECTION_METRICS = ("knn_1_train_val_accuracy_cosine",)
 GRID_IMAGES = 64
 GRID_COLUMNS = 8
 INTERPOLATION_PAIRS = 8
@@ -159,16 +163,20 @@ class ImageEvaluator:
     return cache[split]
 
   def _knn(self, state: TrainState, names: Sequence[str], cache: dict) -> dict:
+    """k-NN accuracies on eval_split and, to select checkpoints by, on the held-out
+    probe_train_val_split (`knn_{k}_train_val_accuracy_cosine_{name}`)."""
     c = self._config
     train_features, train_labels = self._cached_features(state, c.knn_train_split, names,
                                                          cache)
-    test_features, test_labels = self._cached_features(state, c.eval_split, names, cache)
     metrics = {}
-    for name in names:
-      accuracies = knn_accuracy(train_features[name], train_labels, test_features[name],
-                                test_labels, self._mesh, ks=tuple(c.knn_ks), metric="cosine")
-      metrics.update({f"knn_{k}_accuracy_cosine_{name}": accuracy
-                      for k, accuracy in accuracies.items()})
+    for split, infix in ((c.eval_split, ""), (c.probe_train_val_split, "train_val_")):
+      test_features, test_labels = self._cached_features(state, split, names, cache)
+      for name in names:
+        accuracies = knn_accuracy(train_features[name], train_labels, test_features[name],
+                                  test_labels, self._mesh, ks=tuple(c.knn_ks),
+                                  metric="cosine")
+        metrics.update({f"knn_{k}_{infix}accuracy_cosine_{name}": accuracy
+                        for k, accuracy in accuracies.items()})
     return metrics
 
   def _representation(self, state: TrainState, names: Sequence[str]) -> dict:
@@ -249,21 +257,36 @@ class ImageEvaluator:
         break
 
   def _reference_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-    """Real images' pool mean and covariance, cached in the workdir per dataset, split,
-    resolution and count (every process computes them if the cache is absent)."""
+    """Real images' pool mean and covariance, cached in the workdir under a key of all they
+    depend on: the Inception weights' bytes, the dataset and its version, the split, the
+    count and the preprocessing (every process computes them if the cache has none)."""
     c = self._config
-    key = f"{c.dataset}|{c.fid_reference_split}|{c.resolution}|{c.fid_samples}"
-    path = os.path.join(self._workdir, "fid_reference_"
-                        f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz")
-    if os.path.exists(path):
-      with np.load(path) as cached:
-        return cached["mean"], cached["covariance"]
-    statistics, _ = self._inception_outputs(self._real_batches(c.fid_samples), logits=False)
-    if jax.process_index() == 0:
-      np.savez(path + ".tmp.npz", mean=statistics.mean, covariance=statistics.covariance,
-               key=key)
-      os.replace(path + ".tmp.npz", path)
-    return statistics.mean, statistics.covariance
+    try:
+      weights_sha256 = fid_lib.file_sha256(c.inception_weights)
+    except FileNotFoundError as error:
+      raise MetricUnavailable(f"FID Inception weights not found at {c.inception_weights!r}; "
+                              f"download them from {inception.FID_WEIGHTS_URL}") from error
+    dataset = pipeline.prepared_builder(c.dataset, c.data_dir).info.full_name
+    preprocessing = {
+        # data/images.py's framing of the dataset, in its evaluation (deterministic) form.
+        "framing": data_images.FRAMING[data_images.dataset_family(c.dataset)][0],
+        # The preprocessed images' size: E's input, or G's output without an encoder (as
+        # tasks.ImageTask builds `preprocess`).
+        "image_resolution": (c.encoder.resolution if c.encoder.kind != "none"
+                             else c.resolution),
+        # Average-pooled 2x2 down to what D sees (to_discriminator_resolution).
+        "discriminator_resolution": c.resolution,
+        "inception_input": inception.INPUT_SIZE,
+    }
+    key = fid_lib.reference_statistics_key(weights_sha256, dataset, c.fid_reference_split,
+                                           c.fid_samples, preprocessing)
+
+    def compute():
+      statistics, _ = self._inception_outputs(self._real_batches(c.fid_samples), logits=False)
+      return statistics.mean, statistics.covariance
+
+    return fid_lib.cached_reference_statistics(self._workdir, key, compute,
+                                               write=jax.process_index() == 0)
 
   def _fid_and_is(self, state: TrainState) -> dict[str, float]:
     c = self._config
@@ -378,7 +401,8 @@ class ImageEvaluator:
         found = {}
       metrics.update(found)
       headline = self._config.eval_features[0]
-      metrics.update({metric: found[f"{metric}_{headline}"] for metric in HEADLINE_METRICS
+      metrics.update({metric: found[f"{metric}_{headline}"]
+                      for metric in HEADLINE_METRICS + SELECTION_METRICS
                       if f"{metric}_{headline}" in found})
     if {"fid", "is"} & set(self.metrics):
       try:
