@@ -117,6 +117,27 @@ def test_other_sizes_are_resized_to_the_encoders_resolution(model):
   assert model.reconstruct(_images(3, side=28)).shape == (3, 32, 32, 3)
 
 
+def test_a_photo_is_framed_as_the_pipeline_frames_it(model):
+  # A 500x375 landscape photo: its central square, resized, as ImageNet's evaluation
+  # preprocessing makes it (data/images.py), gives the features of the photo itself.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan.data import images as image_data  # pylint: disable=g-import-not-at-top
+  rows, columns = np.mgrid[0:375, 0:500]
+  smooth = np.stack([rows / 375, columns / 500, (rows + columns) / 875], -1) * 255
+  photo = np.clip(smooth + np.random.default_rng(0).normal(0, 20, smooth.shape), 0, 255)
+  photo = photo.astype(np.uint8)
+  preprocess = image_data.image_preprocess("imagenet2012", model.encoder_resolution,
+                                          train=False)
+  framed = preprocess({"image": tf.constant(photo), "label": tf.constant(0)})["image"].numpy()
+  got, expected = model.encode(photo[None]), model.encode(framed[None])
+  for name in ("z_mean", "avepool_feat", "bn_crelu_feat"):  # z_sample's noise is per image.
+    np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+  # Squashing the whole photo instead of framing it would not do.
+  squashed = model.encode(np.asarray(tf.cast(tf.round(tf.image.resize(
+      photo, (model.encoder_resolution,) * 2, "bicubic", antialias=True)), tf.uint8))[None])
+  assert not np.allclose(squashed["z_mean"], expected["z_mean"], rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("images, message", [
     (np.zeros((32, 32, 3), np.uint8), r"\[N, H, W, 3\].*one image: pass images\[None\]"),
     (np.zeros((2, 32, 32, 2), np.uint8), r"\[N, H, W, 3\]"),
