@@ -1,0 +1,106 @@
+"""The EMA networks evaluated with the live networks' BatchNorm running averages, and with
+their own standing statistics: linear probe, 1-NN and G(E(x)) reconstruction error, for the
+trained encoder and the same encoder at its random initialisation.
+
+    TFDS_DATA_DIR=/path/to/tfds python benchmarks/standing_stats.py --workdir=RUN \
+        [--step=N] [--standing_stats_batches=16] [--reconstruction_images=2048]
+
+RUN is a BigBiGAN run (python -m bigbigan.main). Its checkpoint is restored as written; the
+"running averages" rows run the EMA weights with the BatchNorm statistics the live weights
+accumulated in training (and the random-init encoder with BatchNorm's initial mean 0 and
+variance 1), the "standing statistics" rows with statistics recomputed for those very
+weights (bigbigan/standing_stats.py). Prints a markdown table.
+"""
+
+import argparse
+
+import jax
+import numpy as np
+
+from bigbigan import bigbigan_steps, runs, sharding
+from bigbigan.data import images as image_data
+from bigbigan.data import pipeline
+from bigbigan.evaluation.images import ImageEvaluator
+from bigbigan.models.networks import build_networks
+from bigbigan.tasks import ImageTask
+
+NETWORKS = ("generator", "encoder")
+
+
+def _without_standing_stats(state):
+  return state.replace(standing_stats=None)
+
+
+def _reconstruction_error(config, fns, state, mesh, count: int) -> float:
+  """Mean over `count` eval_split images of the mean squared error of G(E(x)) against x
+  (pixels in [-1, 1], at G's resolution)."""
+  errors = []
+  preprocess = image_data.image_preprocess(config.dataset, config.encoder.resolution,
+                                           train=False)
+  for batch in pipeline.eval_batches(config.dataset, config.eval_split,
+                                     config.eval_batch_size, preprocess, config.data_dir):
+    x = bigbigan_steps.normalise_images(sharding.to_global_batch(batch["image"], mesh))
+    reconstructed = fns["generate"](state, fns["encode"](state, x)["z_mean"])
+    x_small = bigbigan_steps.to_discriminator_resolution(x, config.resolution)
+    mask = sharding.gather_rows(sharding.to_global_batch(batch["mask"], mesh)).astype(bool)
+    squared = (sharding.gather_rows(reconstructed) - sharding.gather_rows(x_small)) ** 2
+    errors.append(squared.reshape(len(squared), -1).mean(1)[mask])
+    if sum(map(len, errors)) >= count:
+      break
+  return float(np.concatenate(errors)[:count].mean())
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--step", default=None)
+  parser.add_argument("--standing_stats_batches", type=int, default=16)
+  parser.add_argument("--reconstruction_images", type=int, default=2048)
+  args = parser.parse_args()
+  pipeline.hide_accelerators_from_tensorflow()
+
+  config = runs.load_run_config(args.workdir)
+  written = config.get("standing_stats_batches", 0)
+  mesh = sharding.make_mesh()
+  # Restored as written (with or without standing statistics in the checkpoint).
+  step, state, networks = runs.restore_run(config, args.workdir, runs.parse_step(args.step),
+                                           mesh)
+  initial = jax.jit(bigbigan_steps.state_initializer(config, build_networks(config)),
+                    out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  config.standing_stats_batches = args.standing_stats_batches
+  refresh = ImageTask(config, mesh, args.workdir).make_inference_state_fn(networks)
+
+  def with_standing_stats(s):
+    live = {name: getattr(s, name).batch_stats for name in NETWORKS}
+    return refresh(s.replace(standing_stats=live))
+
+  variants = {
+      "running averages": (_without_standing_stats(state), _without_standing_stats(initial)),
+      "standing statistics": (with_standing_stats(state), with_standing_stats(initial)),
+  }
+  fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, mesh)
+  preprocess = image_data.image_preprocess(config.dataset, config.encoder.resolution,
+                                           train=False)
+  rows = []
+  for name, (trained, random_init) in variants.items():
+    evaluator = ImageEvaluator(config, networks, mesh, args.workdir, preprocess,
+                               initial_state=lambda s=random_init: s,
+                               metrics=("linear_probe", "knn"))
+    found = evaluator(trained, step)
+    for encoder, s, suffix in (("learned (EMA)", trained, ""),
+                               ("random init", random_init, "_random_init")):
+      rows.append((name, encoder, found[f"linear_accuracy{suffix}"],
+                   found[f"knn_1_accuracy_cosine{suffix}"],
+                   _reconstruction_error(config, fns, s, mesh, args.reconstruction_images)))
+  print(f"{args.workdir}, step {step} (checkpoint written with standing_stats_batches="
+        f"{written}); standing statistics over {args.standing_stats_batches} batches of "
+        f"{config.batch_size}\n")
+  print("| BatchNorm statistics | encoder | linear probe top-1 | 1-NN (cosine) | "
+        "G(E(x)) MSE |")
+  print("| --- | --- | --- | --- | --- |")
+  for name, encoder, probe, knn, mse in rows:
+    print(f"| {name} | {encoder} | {100 * probe:.2f}% | {100 * knn:.2f}% | {mse:.4f} |")
+
+
+if __name__ == "__main__":
+  main()
