@@ -13,18 +13,51 @@ weights (bigbigan/standing_stats.py). Prints a markdown table.
 """
 
 import argparse
+import dataclasses
+from typing import Any
 
+import flax
 import jax
 import numpy as np
 
-from bigbigan import bigbigan_steps, runs, sharding
+from bigbigan import bigbigan_steps, checkpointing, runs, sharding
 from bigbigan.data import images as image_data
 from bigbigan.data import pipeline
 from bigbigan.evaluation.images import ImageEvaluator
 from bigbigan.models.networks import build_networks
+from bigbigan.state import TrainState
 from bigbigan.tasks import ImageTask
 
 NETWORKS = ("generator", "encoder")
+
+
+@flax.struct.dataclass
+class _StateWithoutStandingStats:
+  """TrainState's fields before `standing_stats` joined them: what older checkpoints hold."""
+
+  step: Any
+  rng: Any
+  generator: Any
+  encoder: Any
+  discriminator: Any
+  ema: Any = None
+
+
+def _restore_without_standing_stats(config, workdir: str, step, mesh):
+  """A checkpoint written before TrainState had `standing_stats`, as a TrainState."""
+  networks = build_networks(config)
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                        sharding=sharding.replicated(mesh)),
+      jax.eval_shape(bigbigan_steps.state_initializer(config, networks),
+                     jax.random.PRNGKey(config.seed)))
+  fields = [field.name for field in dataclasses.fields(_StateWithoutStandingStats)]
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  step = checkpointer.latest_step() if step is None else int(step)
+  restored = checkpointer.restore(step, _StateWithoutStandingStats(
+      **{name: getattr(abstract, name) for name in fields}))
+  checkpointer.close()
+  return step, TrainState(**{name: getattr(restored, name) for name in fields}), networks
 
 
 def _without_standing_stats(state):
@@ -62,9 +95,12 @@ def main() -> None:
   config = runs.load_run_config(args.workdir)
   written = config.get("standing_stats_batches", 0)
   mesh = sharding.make_mesh()
-  # Restored as written (with or without standing statistics in the checkpoint).
-  step, state, networks = runs.restore_run(config, args.workdir, runs.parse_step(args.step),
-                                           mesh)
+  if "standing_stats_batches" in config:
+    step, state, networks = runs.restore_run(config, args.workdir,
+                                             runs.parse_step(args.step), mesh)
+  else:
+    step, state, networks = _restore_without_standing_stats(config, args.workdir, args.step,
+                                                            mesh)
   initial = jax.jit(bigbigan_steps.state_initializer(config, build_networks(config)),
                     out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
   config.standing_stats_batches = args.standing_stats_batches
