@@ -7,14 +7,20 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import flags
 
 import bigbigan
-from bigbigan import bigbigan_steps, evaluate, pretrained, runs, sharding, train
+from bigbigan import bigbigan_steps, evaluate, pretrained, runs, sharding, tasks, train
+from bigbigan.data import pipeline
+from bigbigan.evaluation import images as evaluation_images
 from bigbigan.models.networks import build_networks
 from conftest import REPO, free_port, run_processes
+import mnist_mock
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
 LOSSES = ("d_loss", "eg_loss", "encoder_std", "real_score_xz", "fake_score_xz")
@@ -41,10 +47,27 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
                         "linear_train_val_accuracy_avepool_feat",
                         "knn_5_accuracy_cosine_avepool_feat"):
     assert np.isfinite(final[name]), name
-  for name in ("linear_accuracy", "linear_accuracy_random_init", "knn_5_accuracy_cosine_avepool_feat"):
+  for name in ("linear_accuracy", "linear_accuracy_random_init",
+               "knn_5_accuracy_cosine_avepool_feat"):
     # 11 test images: the accuracy is a whole number of them.
     assert final[name] * 11 == pytest.approx(round(final[name] * 11))
   assert final["linear_top5_accuracy_avepool_feat"] >= final["linear_accuracy"]
+
+  # The *_random_init metrics are those of the run's initial state (state_initializer from
+  # config.seed, made ready for inference as the trainer makes its own), recomputed here
+  # through the task's public evaluator. (On the mock's noise images every encoder is at
+  # chance, and 2 steps barely move the EMA encoder: the trained metrics happen to equal
+  # these. That the reference never comes from the evaluated state is tested on images
+  # that tell the classes apart: test_random_init_reference_is_the_initial_encoders.)
+  mesh = sharding.make_mesh()
+  networks = build_networks(config)
+  task = tasks.ImageTask(config, mesh, str(tmp_path))
+  init = jax.jit(bigbigan_steps.state_initializer(config, networks),
+                 out_shardings=sharding.replicated(mesh))
+  initial = task.make_inference_state_fn(networks)(init(jax.random.PRNGKey(config.seed)))
+  reference = task.make_evaluator(networks, metrics=("linear_probe", "knn"))(initial, 0)
+  for metric in evaluation_images.HEADLINE_METRICS:
+    assert final[f"{metric}_random_init"] == reference[metric], metric
   for figure in ("reconstructions", "interpolations", "neighbours"):
     assert (tmp_path / f"{figure}_0000002.png").exists(), figure
   assert _steps(tmp_path) == [2]
@@ -77,7 +100,6 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   # trained state's EMA encoder as the evaluation suite runs it.
   pretrained.export_run(str(tmp_path), str(tmp_path / "bundle"))
   model = bigbigan.load(str(tmp_path / "bundle"))
-  mesh = sharding.make_mesh()
   fns = bigbigan_steps.make_bigbigan_inference_fns(config, build_networks(config), mesh)
   images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
   x = jax.jit(bigbigan_steps.normalise_images)(
@@ -86,6 +108,44 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   assert model.step == 2 and set(got) == set(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
+  # The trained encoder that training evaluated is not the random one of the reference.
+  assert not np.allclose(expected["avepool_feat"], fns["encode"](initial, x)["avepool_feat"])
+
+
+def _class_template_as_dataset(self, split, **kwargs):
+  """The mock's examples (tests/mnist_mock.py) with each image replaced by its class's
+  template: all images of a class are equal, so an encoder whose features tell the 10
+  templates apart gets every cosine 1-NN right."""
+  templates = tf.constant(np.random.default_rng(0).integers(
+      0, 256, (10,) + pipeline.MNIST_IMAGE_SHAPE, dtype=np.uint8))
+  return mnist_mock.mock_as_dataset(self, split, **kwargs).map(
+      lambda example: {"image": tf.gather(templates, example["label"]),
+                       "label": example["label"]})
+
+
+@pytest.mark.slow  # The evaluation suite's compilations: about 30 s on 2 CPU cores.
+def test_random_init_reference_is_the_initial_encoders(metadata_dir, tmp_path):
+  # On class templates the random encoder's 1-NN is exactly right (11 of 11), and an
+  # encoder whose features are all 0 exactly wrong but once: every neighbour is a tie, won
+  # by the first row of knn_train_split (train[8:], label 8), and 1 of the 11 test labels
+  # is 8. Evaluating the blind encoder, the random-init reference must stay 11 of 11.
+  config = tiny_bigbigan_config(data_dir=str(metadata_dir), eval_metrics=("knn",))
+  mesh = sharding.make_mesh()
+  networks = build_networks(config)
+  with tfds.testing.mock_data(data_dir=str(metadata_dir),
+                              as_dataset_fn=_class_template_as_dataset):
+    task = tasks.ImageTask(config, mesh, str(tmp_path))
+    for_inference = task.make_inference_state_fn(networks)
+    initial = jax.jit(bigbigan_steps.state_initializer(config, networks),
+                      out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    blind = for_inference(initial.replace(ema={
+        **initial.ema, "encoder": jax.tree.map(jnp.zeros_like, initial.ema["encoder"])}))
+    evaluate_suite = task.make_evaluator(networks)
+    found = evaluate_suite(blind, 1)
+    assert found["knn_1_accuracy_cosine"] == 1 / 11
+    assert found["knn_1_accuracy_cosine_random_init"] == 1.0
+    # The reference is the evaluation of the initial state itself.
+    assert evaluate_suite(for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
 
 
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
@@ -121,8 +181,6 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
 
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), total_steps=3,
                                 eval_metrics=())
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import mnist_mock  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(data_dir=str(metadata_dir),
                               as_dataset_fn=mnist_mock.mock_as_dataset):
     train.train_and_evaluate(config, str(tmp_path / "single"), devices=jax.devices()[:4],

@@ -51,23 +51,49 @@ def test_summary_command_prints_json():
   assert printed["discriminator"]["parameters"] == 87_982_370
 
 
-def test_spectral_norm_converges_to_the_top_singular_value():
-  for shape in ((24, 16), (3, 3, 4, 6)):  # A Dense kernel and a conv kernel.
-    weight = jax.random.normal(KEY, shape) * 3.0
-    module = layers.SpectralNormalised()
-    variables = module.init({"params": jax.random.PRNGKey(1)}, weight, update=False)
-    for _ in range(60):
-      normalised, state = module.apply(variables, weight, update=True, mutable=["spectral"])
-      variables = {**variables, **state}
-    matrix = np.asarray(weight, np.float64).reshape(-1, shape[-1])
-    top = np.linalg.svd(matrix, compute_uv=False)[0]
-    assert float(variables["spectral"]["sigma"]) == pytest.approx(top, rel=1e-4)
-    assert np.linalg.svd(np.asarray(normalised, np.float64).reshape(matrix.shape),
-                         compute_uv=False)[0] == pytest.approx(1.0, rel=1e-4)
-    # The estimate is float32 state, and evaluation (update=False) leaves it unchanged.
-    assert variables["spectral"]["u"].dtype == jnp.float32
-    again = module.apply(variables, weight, update=False)
-    np.testing.assert_array_equal(again, normalised)
+def _with_singular_values(shape, singular_values, seed):
+  """A weight whose [fan_in, out] matrix is U diag(s) V^T with random orthonormal U, V;
+  returns (weight, V's columns as rows: the right singular vectors, in the order of s)."""
+  rng = np.random.default_rng(seed)
+  rows, columns = int(np.prod(shape[:-1])), shape[-1]
+  left = np.linalg.qr(rng.standard_normal((rows, columns)))[0]
+  right = np.linalg.qr(rng.standard_normal((columns, columns)))[0]
+  matrix = left @ np.diag(singular_values) @ right.T
+  return jnp.asarray(matrix.reshape(shape), jnp.float32), right.T
+
+
+@pytest.mark.parametrize("shape", [(24, 16), (3, 3, 4, 6)])  # A Dense and a conv kernel.
+def test_spectral_norm_power_iteration_finds_the_top_singular_pair(shape):
+  # Distinct singular values with ratio 0.6: each power iteration (u <- W^T W u, normalised)
+  # shrinks u's component off the top right singular vector by 0.6^2 relative to it.
+  s = 5.0 * 0.6 ** np.arange(shape[-1])
+  weight, right = _with_singular_values(shape, s, seed=len(shape))
+  matrix = np.asarray(weight, np.float64).reshape(-1, shape[-1])
+  module = layers.SpectralNormalised()
+  variables = module.init({"params": jax.random.PRNGKey(1)}, weight, update=False)
+  u = np.asarray(variables["spectral"]["u"], np.float64)
+  apply = jax.jit(lambda v: module.apply(v, weight, update=True, mutable=["spectral"]))
+  for _ in range(30):
+    normalised, spectral = apply(variables)
+    variables = {**variables, **spectral}
+    # The layer's state after each call is one float64 power iteration from the last.
+    u = matrix.T @ (matrix @ u)
+    u /= np.linalg.norm(u)
+    np.testing.assert_allclose(variables["spectral"]["u"], u, atol=1e-5)
+    assert float(variables["spectral"]["sigma"]) == pytest.approx(
+        np.linalg.norm(matrix @ u), rel=1e-5)
+  # Converged: u is +-v_1 and sigma is s_1 to float32 precision (0.36^30 ~ 5e-14), so the
+  # normalised weight's top singular value is 1.
+  assert abs(float(np.dot(variables["spectral"]["u"], right[0]))) == pytest.approx(1.0,
+                                                                                  abs=1e-6)
+  assert float(variables["spectral"]["sigma"]) == pytest.approx(s[0], rel=1e-6)
+  np.testing.assert_allclose(normalised, weight / s[0], rtol=1e-5, atol=1e-7)
+  # The estimate is float32 state; evaluation (update=False) divides by the stored estimate
+  # and leaves the state where it was.
+  assert variables["spectral"]["u"].dtype == jnp.float32
+  again, unchanged = module.apply(variables, weight, update=False, mutable=["spectral"])
+  np.testing.assert_allclose(again, weight / variables["spectral"]["sigma"], rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, unchanged["spectral"], variables["spectral"])
 
 
 def test_conditional_batch_norm_gain_is_one_at_zero_conditioning():
@@ -172,17 +198,45 @@ def test_orthogonal_regularisation_equals_numpy():
   assert float(losses.orthogonal_regularisation({"kernel": jnp.asarray(q)})) < 1e-10
 
 
-def test_ema_after_k_steps_equals_the_closed_form():
-  params, start = {"w": jnp.full((3,), 2.0)}, {"w": jnp.zeros((3,))}
-  network = NetworkState(params=params, opt_state=(), batch_stats={})
-  state = TrainState(step=jnp.array(5), rng=KEY, generator=network, encoder=None,
-                     discriminator=network, ema={"generator": start})
-  decay, k = 0.9, 7
-  for _ in range(k):
-    state = update_ema(state, decay, start_step=0)
-  # ema_k = p + (ema_0 - p) * decay^k for constant params p.
-  np.testing.assert_allclose(state.ema["generator"]["w"], 2.0 + (0.0 - 2.0) * decay**k,
-                             rtol=1e-6)
+def _params_at(step):
+  """G's and E's params after `step` updates: each leaf on its own linear schedule."""
+  return {"generator": {"w": np.array([1.0, -2.0, 0.5]) + step * np.array([0.3, 0.1, -0.2])},
+          "encoder": {"b": np.array([[4.0], [0.0]]) - step * np.array([[1.0], [0.25]])}}
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_ema_after_k_steps_equals_the_closed_form(start_step):
+  # The train steps increment `step` and then call update_ema, so after update t the EMA
+  # sees step t and the params p_t. The EMA equals the params up to step `start_step`,
+  # then ema_t = d ema_{t-1} + (1 - d) p_t, which unrolls to
+  #   ema_k = d^(k - S) e_S + (1 - d) sum_{t=S+1..k} d^(k - t) p_t,
+  # with e_S = p_S if S > 0, and the initial EMA e_0 (here not p_0) if S = 0.
+  decay, k = 0.8, 9
+  initial_ema = {"generator": {"w": np.array([7.0, 7.0, -7.0])},
+                 "encoder": {"b": np.array([[-3.0], [2.0]])}}
+
+  def state_at(step, ema):
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), _params_at(step))
+    network = lambda name: NetworkState(params=params[name], opt_state=(), batch_stats={})
+    return TrainState(step=jnp.asarray(step, jnp.int32), rng=KEY, generator=network("generator"),
+                      encoder=network("encoder"), discriminator=network("generator"), ema=ema)
+
+  update = jax.jit(update_ema, static_argnums=(1, 2))  # As the train steps run it.
+  ema = jax.tree.map(lambda e: jnp.asarray(e, jnp.float32), initial_ema)
+  for step in range(1, k + 1):
+    ema = update(state_at(step, ema), decay, start_step).ema
+    if step <= start_step:  # Not averaged yet: exactly the (float32) params.
+      jax.tree.map(lambda e, p: np.testing.assert_array_equal(e, np.float32(p)), ema,
+                   _params_at(step))
+  first = _params_at(start_step) if start_step else initial_ema
+  expected = jax.tree.map(lambda e: decay ** (k - start_step) * e, first)
+  for t in range(start_step + 1, k + 1):
+    expected = jax.tree.map(lambda total, p, t=t: total + (1 - decay) * decay ** (k - t) * p,
+                            expected, _params_at(t))
+  jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6),
+               ema, expected)
+  # The average trails the params: it is not simply the last params.
+  assert not np.allclose(ema["generator"]["w"], _params_at(k)["generator"]["w"], atol=1e-2)
 
 
 def test_bfloat16_generator_stays_close_to_float32():

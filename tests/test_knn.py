@@ -49,6 +49,32 @@ def test_accuracy_of_exact_copies_is_one_and_metrics_differ():
   assert nearest_neighbor_accuracy(train, labels, scaled, labels, mesh, "l2") < 1.0
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_accuracy_on_points_with_known_neighbours(metric):
+  # Training point i at angle 0.3 i on a circle (radius 1 for L2; any radius for cosine,
+  # which sees only the angle), test point i at angle 0.3 i + 0.02: its neighbours in
+  # order are training points i, i + 1, i - 1. So 1-NN predicts train_labels[i], and 3-NN
+  # the majority of train_labels[i - 1 : i + 2] (of i's three nearest at the ends).
+  train_labels = np.array([0, 1, 0, 1, 1, 2, 1, 2, 2, 0])
+  one_nn = train_labels
+  three_nn = np.array([0, 0, 1, 1, 1, 1, 2, 2, 2, 2])  # Votes counted by hand.
+  # Test labels: the 1-NN answer except at 2, 5 and 9 (7 of 10 right); the 3-NN answer
+  # except at 1 and 6 (8 of 10 right).
+  test_labels = np.array([0, 1, 1, 1, 1, 1, 1, 2, 2, 2])
+  assert np.sum(one_nn == test_labels) == 7 and np.sum(three_nn == test_labels) == 8
+  rng = np.random.default_rng(4)
+  radii = lambda: rng.uniform(0.5, 3.0, (10, 1)) if metric == "cosine" else np.ones((10, 1))
+  on_circle = lambda angles: np.stack([np.cos(angles), np.sin(angles)], axis=1)
+  train = (on_circle(0.3 * np.arange(10)) * radii()).astype(np.float32)
+  test = (on_circle(0.3 * np.arange(10) + 0.02) * radii()).astype(np.float32)
+  # 10 training rows over 8 devices: most shards hold padding.
+  accuracies = knn_accuracy(train, train_labels, test, test_labels, sharding.make_mesh(),
+                            ks=(1, 3), metric=metric)
+  assert accuracies == {1: 0.7, 3: 0.8}
+  assert nearest_neighbor_accuracy(train, train_labels, test, test_labels,
+                                   sharding.make_mesh(), metric) == 0.7
+
+
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 # 203 rows: 26 per device, more than k = 20; 61 rows: 8 per device, fewer than k, so some
 # shard's local top-k holds all of its rows.
