@@ -101,7 +101,8 @@ def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20)
   for _ in range(batches):
     batch = next(batches_iter)
   seconds = time.perf_counter() - start
-  cores = os.cpu_count()
+  # The cores this process may run on (a container's pinning), which TensorFlow's pools use.
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   images_per_second = batches * batch_size / seconds
   return {"mode": "pipeline", "resolution": resolution, "batch_size": batch_size,
           "image_shape": list(batch["image"].shape[1:]), "cpu_cores": cores,

@@ -74,6 +74,7 @@ def test_pipeline_benchmark_reports_images_per_core(monkeypatch):
   readings = iter([100.0, 102.5])
   monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(
       perf_counter=lambda: next(readings)))
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
   monkeypatch.setattr(os, "cpu_count", lambda: 3)
   results = benchmark.pipeline_benchmark(resolution=64, batch_size=8, batches=2)
   assert next(readings, None) is None  # Both readings taken: the timed span is the loop's.
