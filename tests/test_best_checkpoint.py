@@ -60,8 +60,8 @@ def test_non_finite_metrics_are_not_candidates(tmp_path):
 @pytest.mark.slow
 def test_trainer_keeps_the_best_step_and_evaluate_and_export_use_it(mock_mnist, tmp_path,
                                                                     monkeypatch):
-  # The trainer's evaluation scripted: the selection metric peaks at step 2 of 4.
-  scripted = {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.1}
+  # The trainer's evaluation scripted: the selection metric peaks at step 2 (of 4, then 5).
+  scripted = {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.1, 5: 0.0}
   monkeypatch.setattr(ImageEvaluator, "__call__",
                       lambda self, state, step: {METRIC: scripted[step]})
   config = tiny_bigbigan_config(data_dir=mock_mnist, total_steps=4, eval_every_steps=1,
@@ -81,7 +81,6 @@ def test_trainer_keeps_the_best_step_and_evaluate_and_export_use_it(mock_mnist, 
                            eval_metrics=("knn",)),
       str(tmp_path), train_batches=fixed_image_batches(config, 4))
   assert int(resumed.step) == 5
-  scripted[5] = 0.0
   # bigbigan.evaluate and bigbigan.export read "best" the same way.
   step, results, _ = evaluate.evaluate_checkpoint(runs.load_run_config(str(tmp_path)),
                                                   str(tmp_path), step="best")
