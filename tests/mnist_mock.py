@@ -83,7 +83,12 @@ def tiny_mnist_config(variant: str = "paper", **overrides):
 
 
 def tiny_bigbigan_config(variant: str = "", **overrides):
-  """configs/bigbigan_base.py:tiny (with `variant`) shrunk to seconds on this mock."""
+  """configs/bigbigan_base.py:tiny (with `variant`) shrunk to seconds on this mock.
+
+  Without k-NN in `eval_metrics`, nothing selects a best checkpoint (selection_metric '').
+  """
+  if "knn" not in overrides.get("eval_metrics", ("knn",)):
+    overrides.setdefault("selection_metric", "")
   config = load_config(f"{REPO}/configs/bigbigan_base.py:tiny{',' + variant if variant else ''}")
   return apply_overrides(config, {
       "batch_size": 8, "eval_batch_size": 8, "total_steps": 2, "log_every_steps": 1,

@@ -51,6 +51,7 @@ def _adam_count(network_state) -> int:
   return int(counts[0])
 
 
+@pytest.mark.slow
 def test_two_discriminator_updates_per_encoder_generator_update(two_d_steps):
   config, (state, history, _) = two_d_steps
   assert int(state.step) == 1
@@ -94,6 +95,7 @@ def test_batch_norm_and_spectral_state_advance(two_d_steps):
 MULTI_DEVICE_RTOL, MULTI_DEVICE_ATOL, MULTI_DEVICE_CHANGE_RTOL = 1e-5, 1e-6, 1e-2
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one():
   run = reference.one_device_iteration("tiny")
   config = run["config"]
@@ -125,6 +127,7 @@ def test_conditional_is_refused():
         config, networks, optimizers_lib.make_optimizers(config), sharding.make_mesh())
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_field():
   from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
   config, peak_tflops = _tiny_config(), 2.0

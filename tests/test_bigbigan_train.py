@@ -34,6 +34,7 @@ def _steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   config = tiny_bigbigan_config(data_dir=mock_mnist)
   state = train.train_and_evaluate(config, str(tmp_path))
@@ -166,6 +167,7 @@ def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
       assert a[name] == b[name], name
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   """jax.distributed over 2 local processes x 2 devices: 3 steps and a checkpoint; the losses
   equal a 1-process run on 4 devices with the same global batches. (A multi-process resume
@@ -198,6 +200,7 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
                                  err_msg=f"{name} at step {a['step']}")
 
 
+@pytest.mark.slow
 def test_missing_imagenet_is_one_clear_line(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
   result = subprocess.run(

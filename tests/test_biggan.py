@@ -25,6 +25,7 @@ def _init(module, *inputs, **kwargs):
   return module.init({"params": KEY}, *inputs, train=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_published_parameter_counts_through_the_summary():
   # BigGAN at 128 pixels, ch 96, z 120, a 128-d shared embedding and 1,000 classes.
   found = summary.summarise(load_config(f"{REPO}/configs/biggan.py:conditional"))
@@ -111,6 +112,7 @@ def test_conditional_batch_norm_gain_is_one_at_zero_conditioning():
   assert not np.allclose(moved, out, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_are_over_the_global_batch():
   # Under jit over 8 devices the statistics are the whole batch's: the sharded output equals
   # the single-device one.
@@ -128,6 +130,7 @@ def test_batch_norm_statistics_are_over_the_global_batch():
                sharded, single)
 
 
+@pytest.mark.slow
 def test_non_local_block_is_the_identity_at_init_and_keeps_the_shape():
   x = jax.random.normal(KEY, (2, 64, 64, 16))
   block = layers.NonLocalBlock()
@@ -165,6 +168,7 @@ def test_bigbigan_losses_equal_hand_computed_values(ablation):
 
 
 @pytest.mark.parametrize("ablation", SWITCHES)
+@pytest.mark.slow
 def test_unary_switches_choose_the_scores(ablation):
   d = BigBiGANDiscriminator(resolution=32, ch=2, latent_width=8, latent_depth=2,
                             joint_width=8, joint_depth=2,
@@ -239,6 +243,7 @@ def test_ema_after_k_steps_equals_the_closed_form(start_step):
   assert not np.allclose(ema["generator"]["w"], _params_at(k)["generator"]["w"], atol=1e-2)
 
 
+@pytest.mark.slow
 def test_bfloat16_generator_stays_close_to_float32():
   z = jax.random.normal(KEY, (4, 80))
   g32 = biggan.BigGANGenerator(resolution=64, ch=4)
@@ -254,6 +259,7 @@ def test_bfloat16_generator_stays_close_to_float32():
 
 @pytest.mark.parametrize("resolution, ch, z_dim", [(32, 2, 64), (64, 4, 80), (128, 8, 120),
                                                    (256, 8, 140)])
+@pytest.mark.slow
 def test_generator_and_discriminator_presets_run(resolution, ch, z_dim):
   z = jax.random.normal(KEY, (2, z_dim))
   g = biggan.BigGANGenerator(resolution=resolution, ch=ch)

@@ -37,6 +37,7 @@ def test_published_trunk_sizes(trunk, expected, features):
   assert out.shape == (1, features)
 
 
+@pytest.mark.slow
 def test_released_feature_names_and_shapes():
   for backbone, width, features in (("resnet", 1, 2048), ("revnet", 4, 8192)):
     _, out = _shapes(ImageEncoder(backbone=backbone, width=width))
@@ -49,6 +50,7 @@ def _tiny_stage(reversible):
   return RevNetStage(channels=16, units=6, reversible=reversible)
 
 
+@pytest.mark.slow
 def test_reversible_gradients_equal_plain_backprop():
   x = jax.random.normal(KEY, (4, 8, 8, 16))
   variables = _tiny_stage(True).init(KEY, x, train=False)
@@ -83,6 +85,7 @@ def test_reversible_gradients_equal_plain_backprop():
   assert min(jax.tree.leaves(moved)) > 0.0
 
 
+@pytest.mark.slow
 def test_reversible_backprop_needs_less_temporary_memory():
   x = jnp.zeros((8, 16, 16, 32))
   variables = RevNetStage(32, 8).init(KEY, x, train=False)
@@ -98,6 +101,7 @@ def test_reversible_backprop_needs_less_temporary_memory():
   assert temp[True] < 0.6 * temp[False]
 
 
+@pytest.mark.slow
 def test_stochastic_head_samples_around_its_mean():
   encoder = ImageEncoder(backbone="resnet", depth=26, base_width=8, head_width=32,
                          latent_dim=6, stochastic=True)
@@ -115,6 +119,7 @@ def test_stochastic_head_samples_around_its_mean():
   np.testing.assert_allclose(samples.std(0), scale, rtol=0.06)
 
 
+@pytest.mark.slow
 def test_deterministic_head_ignores_the_noise_and_bounds_apply():
   encoder = ImageEncoder(backbone="revnet", depth=26, base_width=8, head_width=32,
                          latent_dim=6, stochastic=False, latent_bound="tanh")
@@ -128,6 +133,7 @@ def test_deterministic_head_ignores_the_noise_and_bounds_apply():
 
 
 @pytest.mark.parametrize("backbone", ["resnet", "revnet"])
+@pytest.mark.slow
 def test_tiny_presets_run_at_256_pixels(backbone):
   encoder = ImageEncoder(backbone=backbone, depth=26, base_width=4, head_width=16,
                          latent_dim=8)

@@ -102,6 +102,7 @@ def _random_state_dict(seed=0):
           for name, value in state.items()}
 
 
+@pytest.mark.slow
 def test_parameter_count_and_output_shapes():
   shapes = _torch_state_dict_shapes()
   learned = sum(np.prod(shape) for name, shape in shapes.items()

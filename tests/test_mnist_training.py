@@ -101,6 +101,7 @@ def _final_metrics(workdir) -> dict:
 
 
 @pytest.mark.parametrize("permutation_seed", [None, 3])
+@pytest.mark.slow
 def test_trains_and_reports_representation_metrics(mock_mnist, tmp_path, permutation_seed):
   # The probe's L-BFGS takes seconds per feature on 8 simulated devices: run it once.
   probe = permutation_seed is None
@@ -136,6 +137,7 @@ def test_missing_dataset_gives_the_clear_error(tmp_path):
       (tmp_path / "run" / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   """Pipeline, training and evaluation (collectives, masks, gathers) across 2 processes.
 
@@ -177,6 +179,7 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["l2", "l1"])
+@pytest.mark.slow
 def test_autoencoder_baseline_trains_e_and_g_only(mock_mnist, tmp_path, kind):
   config = tiny_mnist_config(objective="autoencoder", reconstruction_loss=kind, total_steps=6,
                              eval_every_steps=6, checkpoint_every_steps=6,

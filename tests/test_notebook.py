@@ -4,6 +4,7 @@ mock MNIST, and its cells print the shapes the bundle's networks give."""
 import re
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO
@@ -35,6 +36,7 @@ def _text(cell) -> str:
   return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_cpu_with_a_tiny_bundle(tiny_bundle, metadata_dir, tmp_path):
   notebook = _with_test_inputs(nbformat.read(NOTEBOOK, as_version=4), tiny_bundle["bundle"],
                                metadata_dir)

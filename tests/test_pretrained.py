@@ -226,6 +226,7 @@ def _export(*flags):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_export_command_writes_and_never_clobbers(tiny_bundle, tmp_path):
   out, workdir = tmp_path / "cli", str(tiny_bundle["workdir"])
   done = _export(f"--workdir={workdir}", f"--out={out}")
@@ -252,6 +253,7 @@ def test_export_command_writes_and_never_clobbers(tiny_bundle, tmp_path):
   assert bigbigan.load(str(out)).step == tiny_bundle["step"]
 
 
+@pytest.mark.slow
 def test_gs_bundles_are_written_manifest_last_and_load(tiny_bundle, tmp_path, model):
   """gs:// through etils' epath, its storage redirected to a local directory: the manifest
   is written after everything else (an object store cannot rename a directory), and the

@@ -180,6 +180,7 @@ def test_the_trainer_refuses_a_missing_split_before_writing(mock_mnist, tmp_path
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_main_refuses_a_missing_split_in_one_line(metadata_dir, tmp_path):
   # The check reads only the dataset's metadata, so the CLI in a subprocess sees the
   # mock's (TFDS's mock of the examples patches only the process that enters it).

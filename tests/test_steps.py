@@ -57,6 +57,7 @@ def _train(config, devices, num_steps=3, num_classes=0):
     ("bigan", dict(objective="joint_latent_regressor", generator__batch_norm=True), 0),
     ("bigan", dict(generator__batch_norm=True), 3),
 ])
+@pytest.mark.slow
 def test_eight_devices_equal_one_device(tiny_config, variant, overrides, num_classes):
   config = tiny_config(variant, **overrides)
   state_8, metrics_8 = _train(config, jax.devices(), num_classes=num_classes)
@@ -72,6 +73,7 @@ def test_eight_devices_equal_one_device(tiny_config, variant, overrides, num_cla
 
 
 @pytest.mark.parametrize("update_mode", ["simultaneous", "alternating"])
+@pytest.mark.slow
 def test_step_equals_reference_update(tiny_config, update_mode):
   """One step equals plain jax.grad calls on the D and E/G losses.
 
@@ -138,6 +140,7 @@ def test_stochastic_encoder_samples_around_its_mean(tiny_config):
   np.testing.assert_allclose(np.std(z_mean, axis=0), 0.0, atol=1e-6)  # ...around one mean.
 
 
+@pytest.mark.slow
 def test_latent_regressor_trains_e_on_samples_and_leaves_the_gan_alone(tiny_config):
   """LR: E regresses z from G(z) and its loss never reaches G, so G and D take exactly the
   plain GAN's steps. JLR: the regression loss also trains G."""
@@ -160,6 +163,7 @@ def test_latent_regressor_trains_e_on_samples_and_leaves_the_gan_alone(tiny_conf
                          regressor.encoder.params["mean"]["kernel"])
 
 
+@pytest.mark.slow
 def test_ema_follows_the_params_and_serves_inference(tiny_config):
   # Averaging starts after step 1: the EMA after steps 1, 2, 3 is p1, then halfway to p2
   # and p3 in turn.

@@ -55,6 +55,7 @@ def _preempted_at(config, preempt_step: int):
     # The moving averages are part of the state, and restored with it.
     ("bigan", dict(ema_decay=0.9, ema_start_step=1, objective="joint_latent_regressor")),
 ])
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tiny_config, tmp_path, variant, overrides):
   config = tiny_config(variant, total_steps=6, checkpoint_every_steps=2, log_every_steps=1,
                        **overrides)
@@ -91,6 +92,7 @@ def test_keeps_the_last_n_checkpoints(tiny_config, tmp_path):
     (dict(encoder__kind="flow"), "config.encoder.kind='flow' is unknown: allowed"),
     (dict(update_mode="random"), "config.update_mode='random' is unknown"),
 ])
+@pytest.mark.slow
 def test_bad_config_is_refused_before_touching_checkpoints(tiny_config, tmp_path, overrides,
                                                            message):
   train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
@@ -159,6 +161,7 @@ def _run_main(workdir, overrides=None, wait=True, config="configs/mixture.py"):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_main_writes_the_run_output_contract(tmp_path):
   result = _run_main(tmp_path, {"total_steps": 4})
   assert result.returncode == 0, result.stderr[-3000:]
@@ -177,6 +180,7 @@ def test_main_writes_the_run_output_contract(tmp_path):
   assert "steps/s" in result.stderr  # clu's progress report on the console.
 
 
+@pytest.mark.slow
 def test_main_reports_bad_input_in_one_line(tmp_path):
   (tmp_path / "checkpoints").mkdir()
   result = _run_main(tmp_path, {"total_steps": 0}, config="configs/mixture.py:ali")
@@ -192,6 +196,7 @@ def test_main_reports_bad_input_in_one_line(tmp_path):
       "'gan')")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
   process = _run_main(tmp_path, {"total_steps": 1_000_000, "checkpoint_every_steps": 1_000_000,
                                  "log_every_steps": 50, "eval_every_steps": 1_000_000},
@@ -209,6 +214,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert "Preempted" in stderr
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
   """jax.distributed over 2 local processes x 2 devices trains as 1 process x 4 devices,
   through a checkpoint: the 2-process run stops at step 2 and resumes to step 4."""
