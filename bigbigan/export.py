@@ -32,7 +32,8 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  step = "the latest step" if _STEP.value is None else f"step {_STEP.value}"
+  step = {None: "the latest step", "best": "the best step"}.get(_STEP.value,
+                                                                 f"step {_STEP.value}")
   print(f"Exporting {step} of {_WORKDIR.value} to {_OUT.value} ...", flush=True)
   try:
     manifest = pretrained.export_run(_WORKDIR.value, _OUT.value, runs.parse_step(_STEP.value),
