@@ -124,8 +124,7 @@ class Checkpointer:
     if not self.selection_metric:
       raise CheckpointError("this run keeps no best checkpoint: its config has no "
                             "selection_metric (pass a step number instead of 'best')")
-    if not any(self._manager.metrics(step) for step in self._manager.all_steps()):
-      return None
+    # Orbax ranks the checkpoints saved with metrics; None when there are none.
     return self._manager.best_step()
 
   def path(self, step: Optional[int]) -> str:
