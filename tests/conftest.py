@@ -97,11 +97,22 @@ def run_processes(commands, log_dir, timeout=600) -> None:
         processes.append((subprocess.Popen(argv, cwd=REPO, env=env, stdout=f,
                                            stderr=subprocess.STDOUT), log))
     for process, log in processes:
-      assert process.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+      assert process.wait(timeout=timeout) == 0, _log_excerpt(log)
   finally:
     for process, _ in processes:
       if process.poll() is None:
         process.kill()
+
+
+def _log_excerpt(log: pathlib.Path, chars: int = 3000) -> str:
+  """A failed child's log without the list of extension modules that Python's fatal-error
+  handler prints last (it would fill the excerpt), first and last `chars` characters."""
+  lines = [line for line in log.read_text().splitlines()
+           if not line.startswith("Extension modules:")]
+  text = "\n".join(lines)
+  if len(text) <= 2 * chars:
+    return text
+  return f"{text[:chars]}\n[...]\n{text[-chars:]}"
 
 
 @pytest.fixture(scope="session")
