@@ -4,7 +4,9 @@ Under `jax.jit` over this mesh, reductions over the batch (losses, BatchNorm sta
 over the *global* batch, so a step computes the same numbers on 1 device or on 512.
 """
 
-from typing import Optional, Sequence
+import collections
+import itertools
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -33,6 +35,30 @@ def to_global_batch(local_batch: np.ndarray, mesh: Mesh, batch_axis: int = 0) ->
   """Assembles each process's rows (along `batch_axis`) into one global array sharded on
   `data`."""
   return jax.make_array_from_process_local_data(batch_sharded(mesh, batch_axis), local_batch)
+
+
+def prefetch_to_mesh(local_batches: Iterator[Any], mesh: Mesh, batch_axis: int = 0,
+                     size: int = 2) -> Iterator[Any]:
+  """Yields `local_batches` (pytrees of this process's rows) as global `data`-sharded arrays,
+  with the transfers of the next `size` batches already started.
+
+  Transfers are asynchronous: while the step that uses one batch runs, the next ones are
+  read from the host pipeline and copied to the devices, so a step does not wait for its
+  input. `size=0` transfers each batch only when it is asked for.
+  """
+  local_batches = iter(local_batches)
+  in_flight = collections.deque()
+
+  def start_transfers(count: int) -> None:
+    for rows in itertools.islice(local_batches, count):
+      in_flight.append(jax.tree.map(lambda leaf: to_global_batch(leaf, mesh, batch_axis),
+                                    rows))
+
+  while True:
+    start_transfers(size + 1 - len(in_flight))  # The batch to yield and `size` after it.
+    if not in_flight:
+      return
+    yield in_flight.popleft()
 
 
 def from_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:

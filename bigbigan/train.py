@@ -107,6 +107,8 @@ def _update_functions(config: ml_collections.ConfigDict, task: tasks.Task, netwo
                                      task.num_classes)
 
 
+# Batches whose host-to-device transfer runs ahead of the step that uses them.
+DEVICE_PREFETCH = 2
 # How long processes wait for each other's compilation of the update.
 COMPILE_BARRIER_TIMEOUT_MS = 30 * 60 * 1000
 
@@ -188,6 +190,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   for_inference = task.make_inference_state_fn(networks)
   if train_batches is None:
     train_batches = task.train_batches(start_step)
+  batches = sharding.prefetch_to_mesh(train_batches, mesh, task.batch_axis,
+                                      size=DEVICE_PREFETCH)
   writer = create_writer(workdir, start_step)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,
@@ -200,8 +204,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   compiled_step = None
   try:
     while step < config.total_steps:
-      batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh, task.batch_axis),
-                           next(train_batches))
+      batch = next(batches)
       if compiled_step is None:
         compiled_step = _compile(train_step, state, batch)
       state, metrics = compiled_step(state, batch)
