@@ -9,6 +9,11 @@ Builds the state and the jitted update of `bigbigan_steps.py` for the config (th
 batch over every device's `data` shard), feeds it random uint8 images already on the
 devices (the input pipeline is not measured), and reports:
 - `compile_seconds`, `median_step_seconds` (over `--steps` after two warm-up steps);
+- `iteration_seconds_on_device`, `_no_prefetch`, `_prefetch`: seconds per iteration of a
+  loop dispatched as the trainer's (no wait between steps) whose batch is already on the
+  devices, or comes from host memory transferred when the step asks for it, or 2 batches
+  ahead (`sharding.prefetch_to_mesh`, as train.py does): with prefetch the transfer hides
+  behind the step;
 - `images_per_second` (real images the update consumes: d_steps x batch_size per step) in
   total and per device;
 - `flops_per_step` from XLA's cost analysis of the compiled update (one device's program),
@@ -20,6 +25,7 @@ resize, flip) with tf.data on every CPU core, and reports images per second in t
 core: how many cores keep the devices fed.
 """
 
+import itertools
 import json
 import statistics
 import sys
@@ -31,7 +37,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import bigbigan_steps, sharding
+from bigbigan import bigbigan_steps, sharding, train
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.summary import xla_flops
 
@@ -62,6 +68,10 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
     if i >= 2:  # Warm-up steps are not timed.
       times.append(time.perf_counter() - start)
   step_seconds = statistics.median(times)
+  fed = {}
+  for name, batches in _host_fed_batches(images, mesh).items():
+    fed[f"iteration_seconds_{name}"], state = _iteration_seconds(compiled, state, batches,
+                                                                 steps)
   devices = mesh.devices.size
   images_per_second = config.d_steps * config.batch_size / step_seconds
   tflops = flops / step_seconds / 1e12
@@ -71,6 +81,7 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
       "compute_dtype": config.compute_dtype,
       "compile_seconds": round(compile_seconds, 2),
       "median_step_seconds": step_seconds,
+      **fed,
       "images_per_second": images_per_second,
       "images_per_second_per_device": images_per_second / devices,
       "flops_per_step": flops,
@@ -78,6 +89,32 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
       "mfu": tflops / peak_tflops if peak_tflops else None,
       "finite": bool(all(np.isfinite(v) for v in jax.device_get(metrics).values())),
   }
+
+
+def _host_fed_batches(images: jax.Array, mesh) -> dict:
+  """Iterators of the batch as the trainer gets it: host uint8 rows, transferred each step
+  (through `prefetch_to_mesh`, 2 ahead as in train.py, or not at all ahead), or the
+  batch already on the devices."""
+  host_rows = [np.array(jax.device_get(images)) + i for i in range(3)]  # Distinct buffers.
+  host = lambda: itertools.cycle(host_rows)  # pylint: disable=unnecessary-lambda-assignment
+  axis = bigbigan_steps.IMAGE_BATCH_AXIS
+  return {"on_device": itertools.repeat(images),
+          "no_prefetch": sharding.prefetch_to_mesh(host(), mesh, axis, size=0),
+          "prefetch": sharding.prefetch_to_mesh(host(), mesh, axis, size=train.DEVICE_PREFETCH)}
+
+
+def _iteration_seconds(compiled, state, batches, steps: int):
+  """Seconds per training iteration (fetching the batch + the step), dispatched as the
+  trainer does: without waiting for each step, so transfers may overlap the step. Returns
+  them and the state (the update donates its input state)."""
+  for _ in range(2):  # Warm-up.
+    state, _ = compiled(state, next(batches))
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, _ = compiled(state, next(batches))
+  jax.block_until_ready(state)
+  return (time.perf_counter() - start) / steps, state
 
 
 def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20) -> dict:
