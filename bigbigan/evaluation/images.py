@@ -28,13 +28,13 @@ reason; the others still run.
 """
 
 import functools
-import os
 from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
@@ -376,7 +376,7 @@ class ImageEvaluator:
       columns = {"interpolations": INTERPOLATION_STEPS + 2,
                  "neighbours": NEIGHBOURS + 1}.get(figure, GRID_COLUMNS)
       if jax.process_index() == 0:
-        plots.save_image_grids(os.path.join(self._workdir, f"{figure}_{step:07d}.png"),
+        plots.save_image_grids(epath.Path(self._workdir) / f"{figure}_{step:07d}.png",
                                grids, f"step {step}: {title}", columns=columns)
       for name, grid in grids.items():
         images[f"report/{figure}/{name}"] = plots.image_mosaic(grid, columns)[None]
