@@ -47,18 +47,24 @@ def ids_of(images: np.ndarray) -> list[int]:
 
 
 def mock_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
-  """Replaces `FileReaderBuilder._as_dataset`: the examples that `split`'s slice selects."""
-  del decoders, read_config, shuffle_files, kwargs
+  """Replaces `FileReaderBuilder._as_dataset`: the examples that `split`'s slice selects.
+
+  As TFDS's MNIST stores its images as PNG, `decoders={"image": tfds.decode.SkipDecoding()}`
+  gives each image's PNG bytes, and no decoder the decoded uint8 pixels.
+  """
+  del read_config, shuffle_files, kwargs
   ids = []
   # The file instructions are what TFDS would read: (file, skip, take) per split and slice.
   for instruction in self.info.splits[split].file_instructions:
     split_name = re.search(r"mnist-(\w+)\.tfrecord", instruction.filename).group(1)
     start = SPLIT_OFFSETS[split_name] + instruction.skip
     ids.extend(range(start, start + instruction.take))
+  if isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding):
+    images = [tf.io.encode_png(mock_image(i)).numpy() for i in ids]
+  else:
+    images = np.stack([mock_image(i) for i in ids]).reshape(-1, *pipeline.MNIST_IMAGE_SHAPE)
   return tf.data.Dataset.from_tensor_slices({
-      "image": np.stack([mock_image(i) for i in ids]).reshape(-1, *pipeline.MNIST_IMAGE_SHAPE),
-      "label": np.array([mock_label(i) for i in ids], np.int64),
-  })
+      "image": images, "label": np.array([mock_label(i) for i in ids], np.int64)})
 
 
 

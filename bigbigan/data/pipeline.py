@@ -1,4 +1,4 @@
-"""TFDS -> tf.data -> host-local numpy batches, one part of the split per process.
+"""TFDS (or an image folder) -> tf.data -> host-local numpy batches, one part per process.
 
 Each process reads only its own part of a split (`tfds.even_splits`) and yields its
 `global_batch_size // process_count` rows of every global batch as numpy; the trainer turns
@@ -15,6 +15,15 @@ process yields the same number of batches (the count comes from the split sizes 
 dataset's metadata, so no communication is needed), padded with zeros and carrying a boolean
 `mask` that is True for real examples.
 
+Images are decoded late: a TFDS image feature stored encoded (JPEG, PNG) is read as its
+bytes (`tfds.decode.SkipDecoding`), so the shuffle buffer holds compressed images (ImageNet:
+about 110 KB each, not the 500 KB of a decoded one), skipping to a resumed run's step decodes
+nothing, and `preprocess` decodes each image once, after both, where data/images.py decodes
+only a JPEG's crop window. Datasets stored as raw tensors arrive decoded; `preprocess`
+takes either. "folder:PATH" datasets (data/folder.py) are read through the same code: their
+shuffle buffer holds file paths, and a file is read in the parallel map, just before it is
+decoded; a file that does not read or decode is skipped and counted in the log.
+
 TensorFlow only runs the input pipeline, on the CPU: the iterators hide GPUs and TPUs from
 it so that it does not take accelerator memory from JAX.
 """
@@ -23,11 +32,13 @@ import math
 import re
 from typing import Callable, Iterator
 
+from absl import logging
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bigbigan.data import folder
 from bigbigan.errors import ConfigError, DatasetError
 
 Example = dict[str, tf.Tensor]
@@ -42,8 +53,9 @@ STREAM_INDEX_KEY = "stream_index"  # Added to training examples before `preproce
 MANUAL_DOWNLOADS = {
     "imagenet2012": "put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org)",
 }
-# Examples in the shuffle buffer; MNIST's 60,000 flattened images mix well with 10,000
-# (8 MB). Datasets of large images want fewer (each buffered example is a decoded image).
+# Examples in the shuffle buffer; MNIST's 60,000 images mix well with 10,000. The buffer
+# holds images encoded (ImageNet: ~1.1 GB for 10,000; decoded they would take ~5 GB) or, for
+# an image folder, file paths.
 DEFAULT_SHUFFLE_BUFFER_SIZE = 10_000
 
 
@@ -64,13 +76,15 @@ def hide_accelerators_from_tensorflow() -> None:
       pass
 
 
-def prepared_builder(dataset: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+def prepared_builder(dataset: str, data_dir: str | None = None
+                     ) -> tfds.core.DatasetBuilder | folder.FolderDataset:
   """The TFDS builder of `dataset`, checked to be prepared on disk; never downloads.
 
   Args:
-    dataset: a TFDS name, e.g. "mnist" or "mnist:3.0.1".
+    dataset: a TFDS name, e.g. "mnist" or "mnist:3.0.1"; or "folder:PATH" for a directory
+      of images (data/folder.py), whose `FolderDataset` reads as a builder does.
     data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR` if set,
-      else ~/tensorflow_datasets).
+      else ~/tensorflow_datasets). Unused for a folder.
 
   Returns:
     The builder, whose `info.splits` holds the split sizes.
@@ -78,7 +92,10 @@ def prepared_builder(dataset: str, data_dir: str | None = None) -> tfds.core.Dat
   Raises:
     DatasetError: the dataset is unknown or not prepared in the data_dir, with a one-line
       message that says how to prepare it.
+    ConfigError: a folder that is missing, empty or laid out wrongly.
   """
+  if folder.is_folder(dataset):
+    return folder.open_folder(dataset)
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as error:
@@ -192,6 +209,27 @@ def _options() -> tf.data.Options:
   return options
 
 
+def late_decoders(builder) -> dict | None:
+  """`as_dataset`'s decoders: the image's bytes where the dataset stores it encoded (a
+  uint8 `tfds.features.Image`), for `preprocess` to decode; None to read as stored."""
+  if isinstance(builder, folder.FolderDataset):
+    return None  # Its examples are file paths until `load`.
+  features = builder.info.features
+  image = features["image"] if "image" in features else None
+  if isinstance(image, tfds.features.Image) and image.np_dtype == np.uint8:
+    return {"image": tfds.decode.SkipDecoding()}
+  return None
+
+
+def _read(builder, split, **kwargs) -> tuple[tf.data.Dataset, Callable[[Example], Example]]:
+  """The split's examples as stored (image bytes, or a folder's file paths), and the
+  function that makes an example of one for `preprocess` (a folder reads its file)."""
+  examples = builder.as_dataset(split=split, decoders=late_decoders(builder), **kwargs)
+  if isinstance(builder, folder.FolderDataset):
+    return examples, builder.load
+  return examples, lambda example: example
+
+
 # ---------------------------------------------------------------------------------------
 # Training and evaluation iterators.
 
@@ -208,13 +246,14 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
   applies to the infinite stream, so no example is dropped at the end of an epoch).
 
   Args:
-    dataset: a TFDS name, e.g. "mnist".
+    dataset: a TFDS name, e.g. "mnist", or "folder:PATH" (data/folder.py).
     split: a TFDS split string, e.g. "train" or "train[:50000]".
     global_batch_size: rows of the global batch; a multiple of the process count.
     seed: the data seed; the same seed gives the same batches.
-    preprocess: maps one TFDS example (a dict of tensors, plus its int64 position in the
-      training stream of all processes under STREAM_INDEX_KEY, to seed augmentations) to a
-      dict of fixed-shape tensors, e.g. `mnist_preprocess()`; it runs inside tf.data.
+    preprocess: maps one TFDS example (a dict of tensors, its image encoded where the
+      dataset stores it so (`late_decoders`), plus its int64 position in the training
+      stream of all processes under STREAM_INDEX_KEY, to seed augmentations) to a dict of
+      fixed-shape tensors, e.g. `mnist_preprocess()`; it runs inside tf.data.
     data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
     start_step: the first step to yield; a resumed run passes its restored step.
     process_index: this process; defaults to `jax.process_index()`.
@@ -229,19 +268,21 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
   process_index, process_count = _processes(process_index, process_count)
   local_batch_size = _local_batch_size(global_batch_size, process_count)
   builder = prepared_builder(dataset, data_dir)
+  is_folder = isinstance(builder, folder.FolderDataset)
   # drop_remainder: every process gets the same number of examples per epoch.
   process_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
   examples_per_epoch = builder.info.splits[process_split].num_examples
   if examples_per_epoch == 0:
     raise ConfigError(f"split '{split}' of '{dataset}' has too few examples to give each of "
                       f"{process_count} processes one")
+  if is_folder:
+    builder.check_decodes(process_split)
 
   # Files in one fixed order (seeded, not reshuffled): every epoch then starts from the same
   # input stream, so its order depends on its own shuffle seed alone, whatever ran before.
   read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
                                 options=_options())
-  examples = builder.as_dataset(split=process_split, shuffle_files=True,
-                                read_config=read_config)
+  examples, load = _read(builder, process_split, shuffle_files=True, read_config=read_config)
 
   def shuffled_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
     epoch_seed = tf.random.stateless_uniform(
@@ -251,21 +292,50 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
     # times this dataset was iterated before (which a resumed run does not know).
     return examples.shuffle(shuffle_buffer_size, seed=epoch_seed, reshuffle_each_iteration=False)
 
-  # Resuming skips whole epochs for free and at most one epoch of examples; preprocessing
-  # runs after the skip, so skipped examples are only read.
+  # Resuming skips whole epochs for free and at most one epoch of examples; reading a
+  # folder's files and decoding run after the skip, so skipped examples cost next to nothing.
   first_epoch, examples_into_epoch = divmod(start_step * local_batch_size, examples_per_epoch)
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled_epoch)
   ds = ds.skip(examples_into_epoch)
   # Each example's place in the stream of all processes, STREAM_INDEX_KEY, seeds its random
   # augmentations (data/images.py): a resumed run draws the same ones.
   first = first_epoch * examples_per_epoch + examples_into_epoch
-  ds = ds.enumerate(start=first).map(
-      lambda index, example: preprocess(
-          {**example, STREAM_INDEX_KEY: index * process_count + process_index}),
-      num_parallel_calls=tf.data.AUTOTUNE)
+
+  def prepared(index: tf.Tensor, example: Example) -> Example:
+    stream_index = index * process_count + process_index
+    features = preprocess({**load(example), STREAM_INDEX_KEY: stream_index})
+    # A folder's examples keep their index past `ignore_errors`, to count what it drops.
+    return {**features, STREAM_INDEX_KEY: stream_index} if is_folder else features
+
+  ds = ds.enumerate(start=first).map(prepared, num_parallel_calls=tf.data.AUTOTUNE)
+  if is_folder:
+    ds = ds.ignore_errors()  # Files that do not read or decode (data/folder.py).
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  if is_folder:
+    return _counting_skipped_training(ds.as_numpy_iterator(), dataset, process_count,
+                                      first * process_count + process_index)
   return ds.as_numpy_iterator()
+
+
+def _counting_skipped_training(batches: Iterator[dict[str, np.ndarray]], dataset: str,
+                               process_count: int, first_index: int
+                               ) -> Iterator[dict[str, np.ndarray]]:
+  """The batches without their stream indices, logging the examples skipped before each
+  (consecutive examples of a process are `process_count` apart in the stream)."""
+  next_index, skipped = first_index, 0
+  for batch in batches:
+    indices = batch.pop(STREAM_INDEX_KEY)
+    missing = int(indices[-1] - next_index) // process_count + 1 - len(indices)
+    next_index = int(indices[-1]) + process_count
+    if missing:
+      skipped += missing
+      logging.warning(
+          "%s: skipped %d image file(s) that do not read or decode (%d so far in this "
+          "process's training stream); later batches differ from a run that started before "
+          "them by as many examples. Delete or fix the files to keep resumption exact.",
+          dataset, missing, skipped)
+    yield batch
 
 
 def eval_batch_count(split_sizes: list[int], local_batch_size: int) -> int:
@@ -284,11 +354,12 @@ def eval_batches(dataset: str, split: str, global_batch_size: int, preprocess: P
   `mask` is False for them.
 
   Args:
-    dataset: a TFDS name, e.g. "mnist".
+    dataset: a TFDS name, e.g. "mnist", or "folder:PATH" (data/folder.py).
     split: a TFDS split string, e.g. "test".
     global_batch_size: rows of the global batch; a multiple of the process count.
-    preprocess: maps one TFDS example to a dict of fixed-shape numeric tensors (the padding
-      rows are built from their shapes and dtypes); must not return a "mask" key.
+    preprocess: maps one TFDS example (its image encoded where the dataset stores it so) to
+      a dict of fixed-shape numeric tensors (the padding rows are built from their shapes
+      and dtypes); must not return a "mask" key.
     data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
     process_index: this process; defaults to `jax.process_index()`.
     process_count: the number of processes; defaults to `jax.process_count()`.
@@ -301,28 +372,48 @@ def eval_batches(dataset: str, split: str, global_batch_size: int, preprocess: P
   process_index, process_count = _processes(process_index, process_count)
   local_batch_size = _local_batch_size(global_batch_size, process_count)
   builder = prepared_builder(dataset, data_dir)
+  is_folder = isinstance(builder, folder.FolderDataset)
   process_splits = tfds.even_splits(split, n=process_count)
   sizes = [builder.info.splits[part].num_examples for part in process_splits]
   num_batches = eval_batch_count(sizes, local_batch_size)
 
   read_config = tfds.ReadConfig(options=_options())
-  ds = builder.as_dataset(split=process_splits[process_index], shuffle_files=False,
-                          read_config=read_config)
+  ds, load = _read(builder, process_splits[process_index], shuffle_files=False,
+                   read_config=read_config)
 
   def with_mask(example: Example) -> Example:
-    features = preprocess(example)
+    features = preprocess(load(example))
     if MASK_KEY in features:
       raise ValueError(f"preprocess must not return a '{MASK_KEY}' feature: eval_batches adds it")
     return {**features, MASK_KEY: tf.constant(True)}
 
   ds = ds.map(with_mask, num_parallel_calls=tf.data.AUTOTUNE)
+  if is_folder:
+    ds = ds.ignore_errors()  # Files that do not read or decode (data/folder.py).
   padding_example = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
                                           ds.element_spec)  # Zeros, and mask False.
-  padding = tf.data.Dataset.from_tensors(padding_example).repeat(
-      num_batches * local_batch_size - sizes[process_index])
-  ds = ds.concatenate(padding).batch(local_batch_size, drop_remainder=True)
+  # Padded up to the count every process yields, however many examples were skipped.
+  total = num_batches * local_batch_size
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding_example).repeat()).take(total)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  if is_folder:
+    return _counting_skipped_evaluation(ds.as_numpy_iterator(), dataset, split,
+                                        sizes[process_index])
   return ds.as_numpy_iterator()
+
+
+def _counting_skipped_evaluation(batches: Iterator[dict[str, np.ndarray]], dataset: str,
+                                 split: str, size: int) -> Iterator[dict[str, np.ndarray]]:
+  """The batches, logging at their end how many of this process's `size` examples were
+  skipped."""
+  real = 0
+  for batch in batches:
+    real += int(batch[MASK_KEY].sum())
+    yield batch
+  if real < size:
+    logging.warning("%s: evaluation of split '%s' skipped %d of this process's %d image "
+                    "files, which do not read or decode", dataset, split, size - real, size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -352,8 +443,8 @@ def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
       output image is pixel `permutation[i]` of the flattened input.
 
   Returns:
-    A function from a TFDS MNIST example {"image": uint8[28, 28, 1], "label": int64} to
-    {"image": uint8[784], "label": int32}.
+    A function from a TFDS MNIST example {"image": uint8[28, 28, 1] or its encoded bytes,
+    "label": int64} to {"image": uint8[784], "label": int32}.
   """
   if permutation is not None:
     permutation = np.asarray(permutation)
@@ -364,7 +455,10 @@ def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
     permutation = permutation.astype(np.int32)
 
   def preprocess(example: Example) -> Example:
-    image = tf.reshape(example["image"], [MNIST_PIXELS])
+    image = example["image"]
+    if image.dtype == tf.string:  # Encoded (PNG in TFDS's MNIST), decoded late.
+      image = tf.io.decode_image(image, channels=1, expand_animations=False)
+    image = tf.reshape(image, [MNIST_PIXELS])
     if permutation is not None:
       image = tf.gather(image, permutation)
     return {"image": image, "label": tf.cast(example["label"], tf.int32)}
