@@ -203,8 +203,8 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
     evaluator._config, evaluator._workdir = config, str(workdir)
     evaluator._real_batches = lambda count: ("real images", count)
 
-    def inception_outputs(batches, logits):
-      assert batches == ("real images", config.fid_samples) and not logits
+    def inception_outputs(batches, logits, what):
+      assert batches == ("real images", config.fid_samples) and not logits and what
       computed.append(dict(overrides))
       statistics = fid.FeatureStatistics(4)
       statistics.update(np.random.default_rng(len(computed)).standard_normal((9, 4)))

@@ -38,6 +38,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
+from bigbigan import progress
 from bigbigan import sharding
 from bigbigan.data import images as data_images
 from bigbigan.data import pipeline
@@ -125,8 +126,10 @@ class ImageEvaluator:
 
   def _features(self, state: TrainState, split: str, names: Sequence[str]):
     """({name: [N, D]}, [N] labels) of `split`, in host memory."""
+    c = self._config
     return compute_features(self._feature_fn(state, names), self._image_batches(split),
-                            self._mesh)
+                            self._mesh, what=f"features of {split}",
+                            total=pipeline.num_examples(c.dataset, split, c.data_dir))
 
   # ---- Representation metrics. ----
 
@@ -222,13 +225,15 @@ class ImageEvaluator:
       self._inception = functools.partial(apply, variables)
     return self._inception
 
-  def _inception_outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]],
-                         logits: bool) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
-    """Pool statistics (and the IS logits) of batches of ([B, H, W, 3] in [-1, 1], mask)."""
+  def _inception_outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]], logits: bool,
+                         what: str) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
+    """Pool statistics (and the IS logits) of batches of ([B, H, W, 3] in [-1, 1], mask)
+    (`what` they are, for the progress lines of the log)."""
     fn = self._inception_fn()
     statistics = fid_lib.FeatureStatistics(2048)
     all_logits = []
-    for x, mask in images:
+    for x, mask in progress.track(images, what, self._config.fid_samples,
+                                  lambda batch: int(batch[1].sum())):
       outputs = fn(x)
       statistics.update(sharding.gather_rows(outputs["pool"]), mask)
       if logits:
@@ -282,7 +287,8 @@ class ImageEvaluator:
                                            c.fid_samples, preprocessing)
 
     def compute():
-      statistics, _ = self._inception_outputs(self._real_batches(c.fid_samples), logits=False)
+      statistics, _ = self._inception_outputs(self._real_batches(c.fid_samples), logits=False,
+                                              what="FID reference images")
       return statistics.mean, statistics.covariance
 
     return fid_lib.cached_reference_statistics(self._workdir, key, compute,
@@ -292,7 +298,7 @@ class ImageEvaluator:
     c = self._config
     want_is = "is" in self.metrics
     samples, logits = self._inception_outputs(self._sample_batches(state, c.fid_samples),
-                                              logits=want_is)
+                                              logits=want_is, what="FID samples")
     metrics = {}
     if "fid" in self.metrics:
       mean, covariance = self._reference_statistics()

@@ -7,30 +7,36 @@ computed with the deterministic, padded and masked evaluation iterator, so every
 counts exactly once whatever the number of processes.
 """
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from bigbigan import progress
 from bigbigan import sharding
 from bigbigan.evaluation.knn import nearest_neighbor_accuracy
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
 
 def compute_features(feature_fn: Callable[[jax.Array], dict[str, jax.Array]],
-                     batches: Iterator[dict[str, np.ndarray]],
-                     mesh: Mesh) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                     batches: Iterator[dict[str, np.ndarray]], mesh: Mesh,
+                     what: str = "features", total: Optional[int] = None
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Runs `feature_fn` over masked evaluation batches; returns (features by name, labels).
 
   Args:
     feature_fn: global image batch -> {name: [B, D] features}, jitted over `mesh`.
     batches: this process's rows: {"image", "label", "mask"} per batch.
     mesh: the device mesh.
+    what: the work's name in the progress lines of the log.
+    total: the examples the batches hold (all processes), for the time left; None if unknown.
   """
   features: dict[str, list[np.ndarray]] = {}
   masks, labels = [], []
-  for batch in batches:
+  # Every process holds an even share of each batch, so its rows stand for all processes'.
+  examples = lambda batch: int(np.sum(batch["mask"])) * jax.process_count()
+  for batch in progress.track(batches, what, total, examples):
     masks.append(batch["mask"])
     labels.append(batch["label"])
     outputs = feature_fn(sharding.to_global_batch(batch["image"], mesh))

@@ -53,6 +53,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from bigbigan import progress
 from bigbigan import sharding
 
 FEATURES_KEY = "features"
@@ -408,7 +409,7 @@ def train_linear_probe(train_batches: Batches, train_val_batches: Batches,
   state = None
   best_epoch, best_params, best_top1 = -1, None, -1.0
   train_val_top1, train_loss, train_examples = [], [], []
-  for epoch in range(epochs):
+  for epoch in progress.track(range(epochs), "linear probe", epochs, unit="epochs"):
     rate = _cosine_learning_rate(learning_rate, epoch, epochs)
     totals = None
     for batch in train_batches():
