@@ -22,3 +22,15 @@ def initialize_if_requested() -> None:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
+
+
+def shutdown_if_initialized() -> None:
+  """Leaves the jax.distributed job once this process's work is done.
+
+  Every process waits here for the others before any of them tears down: left to Python's
+  exit, process 0 can take the coordination service away while the others are still
+  leaving (they abort), or wait on a process stuck in its own teardown.
+  """
+  if _DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.shutdown()

@@ -49,6 +49,7 @@ def main(argv):
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)
+  distributed.shutdown_if_initialized()
 
 
 def _check_config_file(argv: list[str]) -> None:
