@@ -137,9 +137,10 @@ class FolderDataset:
         splits=tfds.core.SplitDict([_split_info(root, split, len(examples))
                                     for split, examples in files.items()]),
         features=tfds.features.FeaturesDict(features))
-    # A file instruction names its split by a file name (_split_info's template).
+    # A file instruction names its split by a file name (_split_info's template); an empty
+    # split has none.
     self._split_of_file = {self.info.splits[split].file_instructions[0].filename: split
-                           for split in files}
+                           for split, examples in files.items() if examples}
 
   def is_prepared(self) -> bool:
     return True
@@ -157,6 +158,8 @@ class FolderDataset:
     for name, start, stop in self.file_ranges(split):
       paths.append(self._files[name][0][start:stop])
       labels.append(self._files[name][1][start:stop])
+    if not paths:  # An empty split.
+      return np.array([], dtype=object), np.array([], np.int64)
     return np.concatenate(paths), np.concatenate(labels)
 
   def as_dataset(self, split, shuffle_files: bool = False,
