@@ -19,10 +19,12 @@ devices (the input pipeline is not measured), and reports:
 - `flops_per_step` from XLA's cost analysis of the compiled update (one device's program),
   `tflops_per_second_per_device`, and `mfu` against `--peak_tflops` per device if given.
 
-`--pipeline` decodes synthetic 500x375 JPEGs (ImageNet's typical size) and applies the
-training preprocessing of data/images.py at the encoder's resolution (random-resized crop,
-resize, flip) with tf.data on every CPU core, and reports images per second in total and per
-core: how many cores keep the devices fed.
+`--pipeline` decodes synthetic photos (JPEGs of ImageNet's typical size and weight) and
+applies the training preprocessing of data/images.py at the encoder's resolution
+(random-resized crop, resize, flip) with tf.data on every CPU core, and reports images per
+second in total and per core (how many cores keep the devices fed) and the shuffle buffer's
+host memory, for images decoded before the shuffle, decoded late (the pipeline's way) and
+read from an image folder (`pipeline_benchmark`).
 """
 
 import itertools
@@ -117,34 +119,111 @@ def _iteration_seconds(compiled, state, batches, steps: int):
   return (time.perf_counter() - start) / steps, state
 
 
-def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20) -> dict:
-  """Images/s of JPEG decoding and BigBiGAN's training preprocessing at `resolution`."""
-  import os  # pylint: disable=g-import-not-at-top
+# ImageNet's photos average about 400x350 pixels and 110 KB as JPEG.
+PHOTO_HEIGHTS, PHOTO_WIDTHS = (280, 420), (320, 480)
+
+
+def synthetic_photos(count: int, seed: int = 0) -> list[bytes]:
+  """`count` JPEGs of ImageNet-like sizes (height 280..420, width 320..480, 350x400 on
+  average) and weights (colour fields with grain, quality 90 and 4:2:0 chroma as most
+  photos: about 105 KB each, ImageNet's ~110 KB); the work of decoding a JPEG grows with
+  its weight, and pure noise would weigh as no photo does."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bigbigan.data import images, pipeline  # pylint: disable=g-import-not-at-top
-  pipeline.hide_accelerators_from_tensorflow()
-  rng = np.random.default_rng(0)
-  jpegs = [tf.io.encode_jpeg(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).numpy()
-           for _ in range(32)]
-  preprocess = images.image_preprocess("imagenet2012", resolution, train=True)
-  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate().map(
-      lambda index, jpeg: preprocess({"image": tf.io.decode_jpeg(jpeg, channels=3),
-                                      pipeline.STREAM_INDEX_KEY: index}),
-      num_parallel_calls=tf.data.AUTOTUNE)
-  batches_iter = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-  for _ in range(3):  # Warm-up: thread pools and autotuning.
+  rng = np.random.default_rng(seed)
+  photos = []
+  for _ in range(count):
+    height, width = int(rng.integers(*PHOTO_HEIGHTS)), int(rng.integers(*PHOTO_WIDTHS))
+    field = rng.uniform(0, 255, (1, height // 4 + 2, width // 4 + 2, 3)).astype(np.float32)
+    pixels = tf.image.resize(field, [height, width], method="bicubic")[0].numpy()
+    pixels += rng.normal(0.0, 25.0, pixels.shape)
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    photos.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
+  return photos
+
+
+def _images_per_second(batches_iter, batches: int, batch_size: int) -> float:
+  for _ in range(3):  # Warm-up: thread pools, autotuning, the shuffle buffer's filling.
     next(batches_iter)
   start = time.perf_counter()
   for _ in range(batches):
-    batch = next(batches_iter)
-  seconds = time.perf_counter() - start
+    next(batches_iter)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20,
+                       photo_count: int = 64, shuffle_buffer_size: int = 256) -> dict:
+  """Images/s of BigBiGAN's training input (JPEG decoding, random-resized crop, resize and
+  flip at `resolution`, data/images.py) on all the CPU cores this process may use, per core,
+  and what the shuffle buffer holds, for three ways of feeding it:
+
+  - "decode_before_shuffle": images decoded as TFDS does by default, then shuffled, then
+    cropped (the shuffle buffer holds decoded images);
+  - "decode_late": the pipeline's way for a TFDS dataset (SkipDecoding): JPEG bytes
+    shuffled, then only the crop window decoded (`decode_and_crop_jpeg`);
+  - "folder": the same photos as files of a "folder:" dataset through
+    `pipeline.train_batches` (the buffer holds paths; files read after the shuffle).
+
+  The photos are `synthetic_photos(photo_count)` held in memory (the folder's in a temporary
+  directory, in the page cache after the first read), so the figures are the CPU's work, not
+  a disk's. The buffer's memory is given for `pipeline.DEFAULT_SHUFFLE_BUFFER_SIZE`
+  examples (from the mean size of what it holds); `shuffle_buffer_size` is the smaller
+  buffer of the timed runs.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan.data import images, pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.hide_accelerators_from_tensorflow()
+  photos = synthetic_photos(photo_count)
+  shapes = [tf.image.extract_jpeg_shape(photo).numpy() for photo in photos]
+  preprocess = images.image_preprocess("imagenet2012", resolution, train=True)
+  parallel = dict(num_parallel_calls=tf.data.AUTOTUNE)
+
+  def batched(ds: tf.data.Dataset):
+    ds = ds.enumerate().map(
+        lambda index, image: preprocess({"image": image, pipeline.STREAM_INDEX_KEY: index}),
+        **parallel)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+  stored = tf.data.Dataset.from_tensor_slices(photos).repeat()
+  decoded = stored.map(lambda photo: tf.io.decode_jpeg(photo, channels=3), **parallel)
+  speeds = {
+      "decode_before_shuffle": _images_per_second(
+          batched(decoded.shuffle(shuffle_buffer_size, seed=0)), batches, batch_size),
+      "decode_late": _images_per_second(
+          batched(stored.shuffle(shuffle_buffer_size, seed=0)), batches, batch_size),
+  }
+  with tempfile.TemporaryDirectory() as directory:
+    paths = []
+    for i, photo in enumerate(photos):
+      paths.append(os.path.join(directory, f"photo_{i:05d}.jpg"))
+      with open(paths[-1], "wb") as f:
+        f.write(photo)
+    dataset = f"folder:{directory}"
+    speeds["folder"] = _images_per_second(pipeline.train_batches(
+        dataset, "train", batch_size, seed=0,
+        preprocess=images.image_preprocess(dataset, resolution, train=True),
+        process_index=0, process_count=1, shuffle_buffer_size=shuffle_buffer_size),
+        batches, batch_size)
+  # The bytes of one buffered example: a decoded image, a JPEG, a path and its int64 label.
+  element_bytes = {"decode_before_shuffle": np.mean([h * w * 3 for h, w, _ in shapes]),
+                   "decode_late": np.mean([len(photo) for photo in photos]),
+                   "folder": np.mean([len(path.encode()) + 8 for path in paths])}
   # The cores this process may run on (a container's pinning), which TensorFlow's pools use.
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  images_per_second = batches * batch_size / seconds
-  return {"mode": "pipeline", "resolution": resolution, "batch_size": batch_size,
-          "image_shape": list(batch["image"].shape[1:]), "cpu_cores": cores,
-          "images_per_second": images_per_second,
-          "images_per_second_per_core": images_per_second / cores}
+  results = {"mode": "pipeline", "resolution": resolution, "batch_size": batch_size,
+             "cpu_cores": cores, "photos": photo_count,
+             "photo_mean_height": float(np.mean([shape[0] for shape in shapes])),
+             "photo_mean_width": float(np.mean([shape[1] for shape in shapes])),
+             "photo_mean_kilobytes": float(element_bytes["decode_late"] / 1e3),
+             "shuffle_buffer_examples": pipeline.DEFAULT_SHUFFLE_BUFFER_SIZE}
+  for name, speed in speeds.items():
+    results[name] = {
+        "images_per_second": speed, "images_per_second_per_core": speed / cores,
+        "shuffle_buffer_megabytes": float(
+            element_bytes[name] * pipeline.DEFAULT_SHUFFLE_BUFFER_SIZE / 1e6)}
+  results["decode_late_speedup"] = speeds["decode_late"] / speeds["decode_before_shuffle"]
+  return results
 
 
 def main(argv):
