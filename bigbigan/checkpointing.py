@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from bigbigan.errors import CheckpointError
@@ -84,8 +85,20 @@ def _options(keep: int, selection_metric: str, selection_mode: str
                                     n=1, keep_checkpoints_without_metrics=False)]))
 
 
+def checkpoint_directory(workdir: str, checkpoint_dir: str = "") -> str:
+  """Where a run's checkpoints are: `checkpoint_dir`, or by default `<workdir>/checkpoints`.
+
+  A local path is made absolute, as orbax wants; a URL (gs://bucket/run) already is.
+  """
+  directory = epath.Path(checkpoint_dir or workdir)
+  if not checkpoint_dir:
+    directory = directory / "checkpoints"
+  return os.fspath(directory if "://" in os.fspath(directory) else directory.absolute())
+
+
 class Checkpointer:
-  """`<workdir>/checkpoints`, managed by an orbax CheckpointManager (async, atomic).
+  """`<workdir>/checkpoints` (or `checkpoint_dir`), managed by an orbax CheckpointManager
+  (async, atomic).
 
   Args:
     workdir: the run's directory (local or gs://).
@@ -93,13 +106,13 @@ class Checkpointer:
     selection_metric: if set, also keep the best checkpoint by this metric, which `save`
       receives from the evaluation of the saved step.
     selection_mode: "max" or "min": which value of the metric is best.
+    checkpoint_dir: the checkpoints' directory, if not `<workdir>/checkpoints`
+      (`config.checkpoint_dir`; local or a URL).
   """
 
   def __init__(self, workdir: str, keep: int, selection_metric: str = "",
-               selection_mode: str = "max"):
-    # Orbax wants absolute paths; a URL (gs://bucket/run) already is one.
-    root = workdir if "://" in workdir else os.path.abspath(workdir)
-    self.directory = os.path.join(root, "checkpoints")
+               selection_mode: str = "max", checkpoint_dir: str = ""):
+    self.directory = checkpoint_directory(workdir, checkpoint_dir)
     self.selection_metric = selection_metric
     self._manager = ocp.CheckpointManager(
         self.directory, options=_options(keep, selection_metric, selection_mode),
@@ -108,9 +121,10 @@ class Checkpointer:
 
   @classmethod
   def for_config(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
-    """The checkpoints of a run of `config` (its keep_checkpoints and selection fields)."""
+    """The checkpoints of a run of `config` (its keep_checkpoints, selection fields and
+    checkpoint_dir; a config.json written without the newer fields reads as the defaults)."""
     return cls(workdir, config.keep_checkpoints, config.get("selection_metric", ""),
-               config.get("selection_mode", "max"))
+               config.get("selection_mode", "max"), config.get("checkpoint_dir", ""))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -128,7 +142,7 @@ class Checkpointer:
     return self._manager.best_step()
 
   def path(self, step: Optional[int]) -> str:
-    return "none" if step is None else os.path.join(self.directory, str(step))
+    return "none" if step is None else os.fspath(epath.Path(self.directory) / str(step))
 
   def restore_latest(self, abstract_state: Any) -> Optional[Any]:
     """The latest checkpoint restored onto `abstract_state`'s shardings, or None if none exist.

@@ -4,18 +4,18 @@
         [--step=N|best] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
         [--distributed ...]   # every process of a multi-host job runs it, as for training
 
-The run's own config (DIR/config.json) rebuilds its networks; the checkpoint of `--step`
-(default: the latest) is restored and its EMA weights evaluated with the suite that training
-runs periodically (bigbigan/evaluation/images.py; `--metrics` defaults to the config's
-`eval_metrics`). Results are appended to DIR/metrics.jsonl as one line
-{"step": N, "evaluation": "bigbigan.evaluate", ...}, written to TensorBoard (scalars and the
-report images), and printed as a table. A metric that cannot run (no Inception weights, a
-dataset without labels) is named with its reason; the others still run, and the exit status
-is then 1.
+DIR may be local or a URL (gs://bucket/run). The run's own config (DIR/config.json) rebuilds
+its networks; the checkpoint of `--step` (default: the latest) is read from the run's
+checkpoint directory (its config's `checkpoint_dir`, by default DIR/checkpoints), restored
+and its EMA weights evaluated with the suite that training runs periodically
+(bigbigan/evaluation/images.py; `--metrics` defaults to the config's `eval_metrics`).
+Results are added to DIR/metrics.jsonl as one line {"step": N, "evaluation":
+"bigbigan.evaluate", ...}, written to TensorBoard (scalars and the report images), and
+printed as a table; process 0 alone writes. A metric that cannot run (no Inception weights,
+a dataset without labels) is named with its reason; the others still run, and the exit
+status is then 1.
 """
 
-import json
-import os
 import sys
 from typing import Optional, Sequence, Union
 
@@ -23,9 +23,9 @@ import jax
 import numpy as np
 from absl import app
 from absl import flags
-from clu import metric_writers
+from etils import epath
 
-from bigbigan import distributed, runs, sharding, tasks
+from bigbigan import distributed, metric_logging, runs, sharding, tasks
 from bigbigan.config_validation import validate_splits
 from bigbigan.data import pipeline
 from bigbigan.errors import BigBiganError, ConfigError
@@ -76,12 +76,12 @@ def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None
 
 
 def write_results(workdir: str, step: int, results: dict) -> None:
-  """Appends the scalars to metrics.jsonl and writes scalars and images to TensorBoard."""
+  """Adds the scalars to metrics.jsonl and writes scalars and images to TensorBoard (a new
+  event file beside the run's), in `workdir`, local or gs://. Process 0's job."""
   scalars = {k: np.asarray(v).item() for k, v in results.items() if np.ndim(v) == 0}
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps({"step": step, "evaluation": "bigbigan.evaluate", **scalars}) + "\n")
-  writer = metric_writers.create_default_writer(workdir, just_logging=False,
-                                                asynchronous=False)
+  metric_logging.append_jsonl(epath.Path(workdir) / metric_logging.METRICS_FILE,
+                              [{"step": step, "evaluation": "bigbigan.evaluate", **scalars}])
+  writer = metric_logging.create_evaluation_writer(workdir)
   write_evaluation(writer, step, results)
   writer.close()
 

@@ -3,12 +3,16 @@
     python -m bigbigan.export --workdir=/tmp/bigbigan_mnist --out=/tmp/bundles/mnist \
         [--step=N|best] [--with_discriminator] [--overwrite]
 
-The run's own config (DIR/config.json) rebuilds its state; the checkpoint of `--step`
-(default: the latest; "best": the one kept for the run's selection metric) is restored on
-one device and its inference weights written (bigbigan/bundle.py: the config, the EMA
+`--workdir` may be local or a URL (gs://bucket/run). The run's own config (DIR/config.json)
+rebuilds its state; the checkpoint of `--step` (default: the latest; "best": the one kept for
+the run's selection metric) is read from the run's checkpoint directory (its config's
+`checkpoint_dir`, by default DIR/checkpoints), restored on one device and its inference
+weights written (bigbigan/bundle.py: the config, the EMA
 encoder and generator with their standing BatchNorm statistics and spectral-norm state, D's
-weights with `--with_discriminator`, a format version, a checksum and a README). `--out` may be local or gs://. An existing `--out` is replaced only with
-`--overwrite`, and only if it is a bundle; a failed export leaves it as it was.
+weights with `--with_discriminator`, a format version, a checksum and a README). `--out`
+may be local or gs://. An existing `--out` is replaced only with `--overwrite`, and only if
+it is a bundle; a failed export leaves it as it was. Run it on one host: it is a
+single-process job, and every host that ran it would write the same bundle.
 """
 
 import sys

@@ -5,7 +5,8 @@
     # step: None for the latest, a number, or "best" (by the run's selection_metric)
 
 `bigbigan.evaluate` and `bigbigan.export` start here. Paths go through etils' epath, so a
-workdir on gs:// reads as a local one does.
+workdir on gs:// reads as a local one does; the checkpoints are where the run's config says
+(`checkpoint_dir`, by default `<workdir>/checkpoints`).
 """
 
 import json
@@ -22,15 +23,23 @@ from bigbigan.models.networks import Networks, build_networks
 from bigbigan.state import TrainState
 
 
+# Fields that every config has (configs/*.py), with the value that a run's config.json
+# written before the field existed means.
+FIELD_DEFAULTS = {
+    "checkpoint_dir": "",  # <workdir>/checkpoints.
+}
+
+
 def config_from_dict(fields: dict) -> ml_collections.ConfigDict:
-  """A ConfigDict from a config's JSON fields (JSON has lists where the config had tuples)."""
+  """A ConfigDict from a config's JSON fields (JSON has lists where the config had tuples);
+  a field of FIELD_DEFAULTS that `fields` lacks gets its default."""
 
   def tuples(value):
     if isinstance(value, dict):
       return {k: tuples(v) for k, v in value.items()}
     return tuple(value) if isinstance(value, list) else value
 
-  return ml_collections.ConfigDict(tuples(fields))
+  return ml_collections.ConfigDict({**FIELD_DEFAULTS, **tuples(fields)})
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

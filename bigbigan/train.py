@@ -2,13 +2,13 @@
 
     state = train_and_evaluate(config, workdir)
 
-Writes the run-output contract of ARCHITECTURE.md into `workdir`: config.json, metrics.jsonl,
-checkpoints/, PNGs per evaluation and TensorBoard events.
+Writes the run-output contract of ARCHITECTURE.md into `workdir` (local or gs://, through
+etils' epath): config.json, metrics.jsonl, checkpoints/ (or `config.checkpoint_dir`), PNGs
+per evaluation and TensorBoard events.
 """
 
 import functools
 import json
-import os
 from typing import Callable, Iterator, Optional, Sequence
 
 import jax
@@ -18,10 +18,12 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import periodic_actions
+from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import bigbigan_steps
 from bigbigan import checkpointing
+from bigbigan import files
 from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
 from bigbigan import steps
@@ -47,6 +49,9 @@ def _mean_metrics(history: Sequence[tuple[int, dict]]) -> dict[str, float]:
   return {name: float(np.mean([m[name] for _, m in history])) for name in names}
 
 
+CONFIG_FILE = "config.json"
+
+
 def _warn_about_changed_fields(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Logs the fields that differ from the config the run was started (or last resumed) with.
 
@@ -54,11 +59,10 @@ def _warn_about_changed_fields(config: ml_collections.ConfigDict, workdir: str) 
   so this warns rather than refuses; fields that change the state's shapes are refused by
   the checkpoint check.
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
     return
-  with open(path) as f:
-    before = _flatten(json.load(f))
+  before = _flatten(json.loads(path.read_text()))
   now = _flatten(json.loads(config.to_json_best_effort()))
   changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
@@ -85,8 +89,9 @@ def write_evaluation(writer, step: int, results: dict) -> None:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  # Whole or not at all: bigbigan.evaluate and export rebuild the run from this file.
+  files.write_whole(epath.Path(workdir) / CONFIG_FILE,
+                    config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def _update_functions(config: ml_collections.ConfigDict, task: tasks.Task, networks: Networks,
@@ -134,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     config: the experiment config (see configs/).
-    workdir: where checkpoints, metrics and figures go; created if needed.
+    workdir: where metrics, figures and checkpoints (unless config.checkpoint_dir names
+      another directory) go: a local path or a URL such as gs://bucket/run; created if needed.
     devices: the devices of the mesh; all devices by default.
     train_batches: replaces the config's training data iterator (this process's rows of
       each global batch, from the resumed step on; (x, labels) pairs for a conditional
@@ -147,7 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(devices)
   validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
   validate_splits(config)
-  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:  # The other processes write nothing to the workdir.
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # Listen for SIGTERM from the start; the flag is acted upon after the next step.
   sigterm = checkpointing.SigtermFlag()
   checkpointer = checkpointing.Checkpointer.for_config(workdir, config)

@@ -81,5 +81,8 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
   config.eval_every_steps = 5_000
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
+  # Where the checkpoints go: "" for <workdir>/checkpoints, or another directory (local or
+  # gs://), e.g. a bucket in the accelerators' region while the logs go elsewhere.
+  config.checkpoint_dir = ""
   config.eval_samples = 10_000
   return config

@@ -138,6 +138,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   config.eval_every_steps = steps_per_epoch * eval_every_epochs
   config.checkpoint_every_steps = steps_per_epoch
   config.keep_checkpoints = 3
+  # Where the checkpoints go: "" for <workdir>/checkpoints, or another directory (local or
+  # gs://), e.g. a bucket in the accelerators' region while the logs go elsewhere.
+  config.checkpoint_dir = ""
   config.eval_batch_size = 1000
   config.eval_linear_probe = True
   return config

@@ -6,11 +6,10 @@ to a multiple of the device count and the padding dropped, so every sample count
 G(E(x)) use the encoder's mean on the held-out evaluation set.
 """
 
-import os
-
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import sharding
@@ -51,6 +50,6 @@ class MixtureEvaluator:
     if jax.process_index() == 0:
       title = (f"step {step}: {metrics['modes_covered']} modes covered, "
                f"{100 * metrics['high_quality_fraction']:.1f}% high quality")
-      plots.save_scatter_panels(os.path.join(self._workdir, f"mixture_{step:07d}.png"),
+      plots.save_scatter_panels(epath.Path(self._workdir) / f"mixture_{step:07d}.png",
                                 panels, self._mixture.means, title)
     return metrics

@@ -2,13 +2,13 @@
 encoder's features, raw pixels as the reference, and image grids of x, G(z) and G(E(x))."""
 
 import itertools
-import os
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import sharding
@@ -125,6 +125,6 @@ class MnistEvaluator:
         images = {name: v.reshape(len(v), -1)[:, inverse].reshape(v.shape)
                   for name, v in images.items()}
       title = f"step {step}: 1-NN {100 * metrics.get('knn_1_accuracy', float('nan')):.2f}%"
-      plots.save_image_grids(os.path.join(self._workdir, f"mnist_{step:07d}.png"), images,
+      plots.save_image_grids(epath.Path(self._workdir) / f"mnist_{step:07d}.png", images,
                              title)
     return metrics

@@ -1,11 +1,24 @@
-"""Figures written to the workdir; matplotlib's object API, so no global pyplot state."""
+"""Figures written to the workdir; matplotlib's object API, so no global pyplot state.
+
+The PNG is rendered in memory and written through etils' epath, so the workdir may be on
+gs:// (matplotlib itself writes local files only).
+"""
+
+import io
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def save_scatter_panels(path: str, panels: dict[str, np.ndarray], means: np.ndarray,
+def _write_png(figure: Figure, path: epath.PathLike) -> None:
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png")
+  epath.Path(path).write_bytes(buffer.getvalue())
+
+
+def save_scatter_panels(path: epath.PathLike, panels: dict[str, np.ndarray], means: np.ndarray,
                         title: str) -> None:
   """One scatter plot per panel (e.g. data, samples, reconstructions) side by side.
 
@@ -26,15 +39,15 @@ def save_scatter_panels(path: str, panels: dict[str, np.ndarray], means: np.ndar
     ax.set_title(name)
   figure.suptitle(title)
   figure.tight_layout()
-  figure.savefig(path)
+  _write_png(figure, path)
 
 
-def save_image_grids(path: str, grids: dict[str, np.ndarray], title: str,
+def save_image_grids(path: epath.PathLike, grids: dict[str, np.ndarray], title: str,
                      columns: int = 10) -> None:
   """Image grids side by side, e.g. data x | samples G(z) | reconstructions G(E(x)).
 
   Args:
-    path: the PNG to write.
+    path: the PNG to write (local or e.g. gs://).
     grids: name -> [N, H, W] (grey) or [N, H, W, 3] images with values in [0, 1].
     title: the figure's title.
     columns: images per grid row.
@@ -51,7 +64,7 @@ def save_image_grids(path: str, grids: dict[str, np.ndarray], title: str,
     ax.axis("off")
   figure.suptitle(title)
   figure.tight_layout()
-  figure.savefig(path)
+  _write_png(figure, path)
 
 
 def image_mosaic(images: np.ndarray, columns: int) -> np.ndarray:
