@@ -27,6 +27,7 @@ host memory, for images decoded before the shuffle, decoded late (the pipeline's
 read from an image folder (`pipeline_benchmark`).
 """
 
+import gc
 import itertools
 import json
 import statistics
@@ -141,17 +142,30 @@ def synthetic_photos(count: int, seed: int = 0) -> list[bytes]:
   return photos
 
 
-def _images_per_second(batches_iter, batches: int, batch_size: int) -> float:
-  for _ in range(3):  # Warm-up: thread pools, autotuning, the shuffle buffer's filling.
-    next(batches_iter)
-  start = time.perf_counter()
-  for _ in range(batches):
-    next(batches_iter)
-  return batches * batch_size / (time.perf_counter() - start)
+def _images_per_second(make_iterators: dict, batches: int, batch_size: int,
+                       rounds: int) -> dict[str, float]:
+  """{name: median images/s} over `rounds` rounds that time `batches` batches of a fresh
+  iterator of each path in turn (a load that other processes put on the machine weighs on
+  every path alike). Only the timed path's iterator exists meanwhile: one left alive would
+  fill its prefetch buffers in the background and then seem faster than it is."""
+  speeds = {name: [] for name in make_iterators}
+  for _ in range(rounds):
+    for name, make_iterator in make_iterators.items():
+      iterator = make_iterator()
+      for _ in range(5):  # Warm-up: thread pools, autotuning, the shuffle buffer's filling.
+        next(iterator)
+      start = time.perf_counter()
+      for _ in range(batches):
+        next(iterator)
+      speeds[name].append(batches * batch_size / (time.perf_counter() - start))
+      del iterator
+      gc.collect()  # Stops its threads before the next path is timed.
+  return {name: statistics.median(values) for name, values in speeds.items()}
 
 
 def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20,
-                       photo_count: int = 64, shuffle_buffer_size: int = 256) -> dict:
+                       photo_count: int = 256, shuffle_buffer_size: int = 256,
+                       rounds: int = 3) -> dict:
   """Images/s of BigBiGAN's training input (JPEG decoding, random-resized crop, resize and
   flip at `resolution`, data/images.py) on all the CPU cores this process may use, per core,
   and what the shuffle buffer holds, for three ways of feeding it:
@@ -165,7 +179,8 @@ def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20,
 
   The photos are `synthetic_photos(photo_count)` held in memory (the folder's in a temporary
   directory, in the page cache after the first read), so the figures are the CPU's work, not
-  a disk's. The buffer's memory is given for `pipeline.DEFAULT_SHUFFLE_BUFFER_SIZE`
+  a disk's. Each figure is the median of `rounds` timings of `batches` batches, the paths
+  taking turns. The buffer's memory is given for `pipeline.DEFAULT_SHUFFLE_BUFFER_SIZE`
   examples (from the mean size of what it holds); `shuffle_buffer_size` is the smaller
   buffer of the timed runs.
   """
@@ -187,12 +202,6 @@ def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20,
 
   stored = tf.data.Dataset.from_tensor_slices(photos).repeat()
   decoded = stored.map(lambda photo: tf.io.decode_jpeg(photo, channels=3), **parallel)
-  speeds = {
-      "decode_before_shuffle": _images_per_second(
-          batched(decoded.shuffle(shuffle_buffer_size, seed=0)), batches, batch_size),
-      "decode_late": _images_per_second(
-          batched(stored.shuffle(shuffle_buffer_size, seed=0)), batches, batch_size),
-  }
   with tempfile.TemporaryDirectory() as directory:
     paths = []
     for i, photo in enumerate(photos):
@@ -200,11 +209,14 @@ def pipeline_benchmark(resolution: int, batch_size: int = 64, batches: int = 20,
       with open(paths[-1], "wb") as f:
         f.write(photo)
     dataset = f"folder:{directory}"
-    speeds["folder"] = _images_per_second(pipeline.train_batches(
-        dataset, "train", batch_size, seed=0,
-        preprocess=images.image_preprocess(dataset, resolution, train=True),
-        process_index=0, process_count=1, shuffle_buffer_size=shuffle_buffer_size),
-        batches, batch_size)
+    speeds = _images_per_second({
+        "decode_before_shuffle": lambda: batched(decoded.shuffle(shuffle_buffer_size, seed=0)),
+        "decode_late": lambda: batched(stored.shuffle(shuffle_buffer_size, seed=0)),
+        "folder": lambda: pipeline.train_batches(
+            dataset, "train", batch_size, seed=0,
+            preprocess=images.image_preprocess(dataset, resolution, train=True),
+            process_index=0, process_count=1, shuffle_buffer_size=shuffle_buffer_size),
+    }, batches, batch_size, rounds)
   # The bytes of one buffered example: a decoded image, a JPEG, a path and its int64 label.
   element_bytes = {"decode_before_shuffle": np.mean([h * w * 3 for h, w, _ in shapes]),
                    "decode_late": np.mean([len(photo) for photo in photos]),

@@ -5,7 +5,9 @@ numpy, uint8 for images), the on-device normalisation applied inside the jitted 
 periodic evaluator, and the state as inference sees it (for BigBiGAN: with standing
 BatchNorm statistics for the EMA networks, standing_stats.py). The trainer itself knows no dataset. The MLP networks train on the
 mixture or flattened MNIST (`config.dataset` picks the task); BigBiGAN's networks
-(`config.network="biggan"`) on any image dataset of data/images.py (`ImageTask`).
+(`config.network="biggan"`) on any image dataset of data/images.py (`ImageTask`): a TFDS
+dataset of its FRAMING, or a directory of images, "folder:PATH" (data/folder.py), which the
+pipeline reads as it reads a TFDS dataset.
 """
 
 import itertools
@@ -117,7 +119,8 @@ STANDING_STATS_SHUFFLE_BUFFER = 4096
 
 
 class ImageTask:
-  """BigBiGAN's data: RGB images at the encoder's resolution (data/images.py), unlabelled.
+  """BigBiGAN's data: RGB images at the encoder's resolution (data/images.py), unlabelled
+  in training (labels serve the evaluation only), from TFDS or an image folder.
 
   Each training batch holds the images of one BigBiGAN iteration, uint8
   [d_steps, batch rows of this process, R, R, 3]: one slice per discriminator step, the
@@ -130,7 +133,8 @@ class ImageTask:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
     self._config, self._mesh, self._workdir = config, mesh, workdir
-    # Fails early, with the clear message, if the dataset is not prepared.
+    # Fails early, with the clear message, if the dataset is not prepared (or the folder
+    # is missing or holds no image).
     pipeline.prepared_builder(config.dataset, config.data_dir)
     resolution = config.encoder.resolution if config.encoder.kind != "none" else (
         config.resolution)

@@ -173,15 +173,17 @@ def test_pipeline_benchmark_reports_images_per_core(monkeypatch):
   import types  # pylint: disable=g-import-not-at-top
   from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
   # A clock that the benchmark alone reads: each path's timed loop of 2 batches of 8 images
-  # starts and ends at these readings (2.5 s, 1 s, 4 s), on 3 cores (a count no machine
-  # here has by chance).
-  readings = iter([100.0, 102.5, 200.0, 201.0, 300.0, 304.0])
+  # takes these seconds in 3 rounds, the paths taking turns, whose medians are 2.5 s, 1 s
+  # and 4 s; on 3 cores (a count no machine here has by chance).
+  durations = [(2.5, 1.0, 4.0), (10.0, 1.0, 0.5), (1.0, 5.0, 8.0)]
+  readings = iter([reading for round_ in durations for seconds in round_
+                   for reading in (100.0, 100.0 + seconds)])
   monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(
       perf_counter=lambda: next(readings)))
   monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
   monkeypatch.setattr(os, "cpu_count", lambda: 3)
   results = benchmark.pipeline_benchmark(resolution=64, batch_size=8, batches=2,
-                                         photo_count=4, shuffle_buffer_size=4)
+                                         photo_count=4, shuffle_buffer_size=4, rounds=3)
   assert next(readings, None) is None  # Every reading taken: the timed spans are the loops'.
   photos = benchmark.synthetic_photos(4)
   shapes = [tf.image.extract_jpeg_shape(photo).numpy() for photo in photos]
