@@ -15,6 +15,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
       "configs/mixture.py:ali".
   """
   path, _, variant = spec.partition(":")
+  # A config is Python code that importlib loads, from a local file (as --config does).
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config file {path} not found")
   module_spec = importlib.util.spec_from_file_location(

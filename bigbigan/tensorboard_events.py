@@ -73,7 +73,8 @@ class EventFileWriter(metric_writers.MetricWriter):
     self._start_file()
 
   def _start_file(self) -> None:
-    # A fresh staging subdirectory per file: TensorFlow's writer creates exactly one there.
+    # A fresh local staging subdirectory per file: TensorFlow's writer creates exactly one
+    # file there.
     self._count += 1
     self._local = os.path.join(self._staging, str(self._count))
     # Strictly increasing timestamps keep this writer's files in the order they started.

@@ -29,7 +29,7 @@ from bigbigan import sharding
 from bigbigan import steps
 from bigbigan import tasks
 from bigbigan.config_validation import validate_config, validate_splits
-from bigbigan.errors import NonFiniteLossError
+from bigbigan.errors import ConfigError, NonFiniteLossError
 from bigbigan.metric_logging import create_writer
 from bigbigan.models.networks import Networks, build_networks
 from bigbigan.state import TrainState, init_train_state
@@ -86,6 +86,28 @@ def write_evaluation(writer, step: int, results: dict) -> None:
   images = {k: v for k, v in results.items() if np.ndim(v) == 4}
   if images:
     writer.write_images(step, images)
+
+
+def _has_checkpoints(directory: str) -> bool:
+  path = epath.Path(directory)
+  return path.exists() and any(p.name.isdigit() for p in path.iterdir())
+
+
+def _refuse_a_forgotten_checkpoint_dir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises ConfigError when the config's checkpoint directory holds no checkpoint but the
+  one that the workdir's config.json names does: a resume without its
+  --config.checkpoint_dir would otherwise start again from step 0."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return
+  recorded = json.loads(path.read_text()).get("checkpoint_dir", "")
+  earlier = checkpointing.checkpoint_directory(workdir, recorded)
+  now = checkpointing.checkpoint_directory(workdir, config.get("checkpoint_dir", ""))
+  if earlier != now and _has_checkpoints(earlier) and not _has_checkpoints(now):
+    raise ConfigError(
+        f"config.checkpoint_dir={config.get('checkpoint_dir', '')!r} holds no checkpoint, "
+        f"but this workdir's run keeps them in {earlier} (its config.json): pass "
+        f"--config.checkpoint_dir={recorded!r} to resume it, or use another --workdir")
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -153,6 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(devices)
   validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
   validate_splits(config)
+  _refuse_a_forgotten_checkpoint_dir(config, workdir)
   if jax.process_index() == 0:  # The other processes write nothing to the workdir.
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # Listen for SIGTERM from the start; the flag is acted upon after the next step.

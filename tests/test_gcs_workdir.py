@@ -182,6 +182,13 @@ def test_mixture_run_on_gs_resumes_exactly_and_shows_each_step_once(tiny_config,
     assert events_b["d_loss", step] != pytest.approx(stale[step]["d_loss"])
     assert events_b["d_loss", step] == pytest.approx(_metrics(b)[step - 1]["d_loss"])
 
+  # A resume that forgot its checkpoint_dir would start again from step 0: refused.
+  before = {p.name: p.read_bytes() for p in b.iterdir()}
+  with pytest.raises(ConfigError, match=r"config.checkpoint_dir='' holds no checkpoint, but "
+                     r".*checkpoints_b .*pass --config.checkpoint_dir="):
+    train.train_and_evaluate(tiny_config("bigan", total_steps=8), f"{BUCKET}/b")
+  assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
 
 def _write_scalars(directory, steps, value=0.0):
   writer = tf.summary.create_file_writer(str(directory))
