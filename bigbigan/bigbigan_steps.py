@@ -15,6 +15,22 @@ unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisa
 weights. All networks run in training mode in both kinds of step, so BatchNorm statistics
 (over the global batch) and spectral-norm vectors advance with every forward; the EMA of G
 and E follows the E/G step. Without an encoder it is BigGAN's GAN ("No E" in the paper).
+
+Gradient accumulation (`config.accumulation_steps` = k, as BigGAN's `num_D_accumulations`
+and `num_G_accumulations`): each D step and the E/G step split their global batch into k
+micro-batches (micro-batch j: rows j, j + k, j + 2k, ..., so each is still split over every
+device), run them one after another under `lax.scan` (activations of one micro-batch live
+at a time) and apply one optimizer update with the mean of their gradients. z and E's noise
+are drawn for the whole batch and split alike, so k changes only what BatchNorm sees:
+- BatchNorm normalises each micro-batch by its own statistics (over its B/k examples, or
+  B/k per device with `batch_norm_scope="per_device"`), and the running averages take the k
+  micro-batches' updates in order. Without BatchNorm, k micro-batches give the full batch's
+  update to float rounding.
+- Spectral norm advances once per optimizer step, as with k = 1: every micro-batch's forward
+  starts from the step's power-iteration vectors (the weights do not change between
+  micro-batches, so each computes the same new vectors), which are stored once.
+Loss and score metrics are the micro-batches' means; `encoder_std` is the mean of each
+micro-batch's spread.
 """
 
 import functools
@@ -43,6 +59,7 @@ BATCH_NORM_SCOPES = ("global", "per_device")
 
 # The update's images are [d_steps, batch, ...]: the batch axis is split over `data`.
 IMAGE_BATCH_AXIS = 1
+NETWORK_NAMES = ("generator", "encoder", "discriminator")
 
 
 def image_sharding(mesh: Mesh) -> NamedSharding:
@@ -69,33 +86,37 @@ def _variables(network: NetworkState, params) -> dict:
 
 
 def run_network(module, network: NetworkState, params, *inputs, rngs=None,
-                per_device_mesh: Optional[Mesh] = None):
+                per_device_mesh: Optional[Mesh] = None, **batch_kwargs):
   """A training-mode forward; returns (output, the network with its new BN and SN state).
 
-  BatchNorm statistics are over the global batch (jit computes them across devices), or,
-  with `per_device_mesh`, over each device's shard of the batch alone: the forward then runs
-  under `jax.shard_map` over the mesh's data axis, and the running averages and spectral
-  vectors it returns are the devices' mean (they must stay replicated). Randomness (E's
-  noise) is folded with the device index there, so devices draw different noise.
+  `inputs` and `batch_kwargs` (keyword inputs, e.g. E's `noise`) are batches, split over the
+  devices like the images. BatchNorm statistics are over the global batch (jit computes
+  them across devices), or, with `per_device_mesh`, over each device's shard of the batch
+  alone: the forward then runs under `jax.shard_map` over the mesh's data axis, and the
+  running averages and spectral vectors it returns are the devices' mean (they must stay
+  replicated). Randomness drawn from `rngs` is folded with the device index there, so
+  devices draw different noise.
   """
   variables = _variables(network, params)
 
-  def forward(variables, inputs, rngs):
-    return module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE)
+  def forward(variables, inputs, batch_kwargs, rngs):
+    return module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE,
+                        **batch_kwargs)
 
   if per_device_mesh is None:
-    out, mutated = forward(variables, inputs, rngs)
+    out, mutated = forward(variables, inputs, batch_kwargs, rngs)
   else:
-    def local(variables, inputs, rngs):
+    def local(variables, inputs, batch_kwargs, rngs):
       device = jax.lax.axis_index(sharding.DATA_AXIS)
       rngs = jax.tree.map(lambda key: jax.random.fold_in(key, device), rngs)
-      out, mutated = forward(variables, inputs, rngs)
+      out, mutated = forward(variables, inputs, batch_kwargs, rngs)
       return out, jax.lax.pmean(mutated, sharding.DATA_AXIS)
 
     batch, replicated = PartitionSpec(sharding.DATA_AXIS), PartitionSpec()
     out, mutated = jax.shard_map(local, mesh=per_device_mesh,
-                                 in_specs=(replicated, batch, replicated),
-                                 out_specs=(batch, replicated))(variables, inputs, rngs)
+                                 in_specs=(replicated, batch, batch, replicated),
+                                 out_specs=(batch, replicated))(variables, inputs,
+                                                                batch_kwargs, rngs)
   return out, network.replace(batch_stats=mutated.get("batch_stats", network.batch_stats),
                               spectral=mutated.get(SPECTRAL, network.spectral))
 
@@ -114,6 +135,73 @@ def _score_metrics(real: dict, fake: dict) -> dict[str, jax.Array]:
   metrics = {f"real_score_{k}": jnp.mean(v) for k, v in real.items()}
   metrics.update({f"fake_score_{k}": jnp.mean(v) for k, v in fake.items()})
   return metrics
+
+
+def _mutable_state(state: TrainState) -> dict[str, tuple]:
+  """{network: (batch_stats, spectral)}: what a training-mode forward changes."""
+  return {name: (getattr(state, name).batch_stats, getattr(state, name).spectral)
+          for name in NETWORK_NAMES if getattr(state, name) is not None}
+
+
+def _with_mutable_state(state: TrainState, mutable: dict[str, tuple]) -> TrainState:
+  return state.replace(**{
+      name: getattr(state, name).replace(batch_stats=batch_stats, spectral=spectral)
+      for name, (batch_stats, spectral) in mutable.items()})
+
+
+def split_micro_batches(x: jax.Array, k: int, mesh: Mesh) -> jax.Array:
+  """A batch [B, ...] sharded on `data` as k micro-batches [k, B/k, ...]: micro-batch j is
+  rows j, j + k, j + 2k, ..., itself sharded on `data`.
+
+  The strided split keeps every row on its device: device d holds rows [d b, (d + 1) b) of
+  the batch (b = B / devices); seen as [B/k, k, ...] these are rows [d b/k, (d + 1) b/k) of
+  the first axis when k divides b, the same bytes on the same device, and the transpose to
+  [k, B/k, ...] is local. So each micro-batch takes b/k rows of every device's shard and no
+  data moves. (The contiguous split, reshaping to [k, B/k, ...] directly, would make
+  micro-batch j rows [j B/k, (j + 1) B/k): the shards of a few devices only, and sharding it
+  over all of them takes an all-to-all per micro-batch.) The micro-batches are also the same
+  on any number of devices.
+  """
+  batch = x.shape[0]
+  devices = mesh.devices.size
+  if batch % (devices * k):
+    raise ConfigError(f"config.accumulation_steps={k} does not divide the per-device batch "
+                      f"{batch}/{devices}: use a divisor of it")
+  micro = x.reshape(batch // k, k, *x.shape[1:]).swapaxes(0, 1)
+  return jax.lax.with_sharding_constraint(micro, sharding.batch_sharded(mesh, 1))
+
+
+def accumulate_gradients(micro_step: Callable, state: TrainState, batch, k: int, mesh: Mesh):
+  """Runs `micro_step(state, batch) -> (state, grads, metrics)` on the k micro-batches of
+  `batch` (a pytree of [B, ...] arrays, `split_micro_batches`) one after another.
+
+  Returns (state, grads, metrics): the gradients and metrics are the micro-batches' means;
+  the state has the BatchNorm running averages after all k micro-batches' updates, in order,
+  and the spectral-norm vectors of one power iteration from the state's (each micro-batch
+  starts from the step's vectors, and all compute the same new ones from the same weights).
+  Params are not changed. k = 1 runs `micro_step` on `batch` itself.
+  """
+  if k == 1:
+    return micro_step(state, batch)
+  micro_batches = jax.tree.map(lambda a: split_micro_batches(a, k, mesh), batch)
+  initial = _mutable_state(state)
+  # Shapes of one micro-batch's gradients and metrics: the sums start from zeros of these.
+  _, grad_shapes, metric_shapes = jax.eval_shape(
+      micro_step, state, jax.tree.map(lambda a: a[0], micro_batches))
+  zeros = lambda shapes: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def body(carry, micro_batch):
+    mutable, grad_sum, metric_sum = carry
+    run_state = _with_mutable_state(state, {
+        name: (batch_stats, initial[name][1]) for name, (batch_stats, _) in mutable.items()})
+    new_state, grads, metrics = micro_step(run_state, micro_batch)
+    return (_mutable_state(new_state), jax.tree.map(jnp.add, grad_sum, grads),
+            jax.tree.map(jnp.add, metric_sum, metrics)), None
+
+  (mutable, grad_sum, metric_sum), _ = jax.lax.scan(
+      body, (initial, zeros(grad_shapes), zeros(metric_shapes)), micro_batches)
+  mean = lambda tree: jax.tree.map(lambda total: total / k, tree)
+  return _with_mutable_state(state, mutable), mean(grad_sum), mean(metric_sum)
 
 
 def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
@@ -181,25 +269,39 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   if config.batch_norm_scope not in BATCH_NORM_SCOPES:
     raise ConfigError(f"config.batch_norm_scope={config.batch_norm_scope!r}: allowed "
                       f"{BATCH_NORM_SCOPES}")
+  accumulation_steps = config.accumulation_steps
+  if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+    raise ConfigError(f"config.accumulation_steps={accumulation_steps!r}: must be an integer "
+                      ">= 1 (1: no gradient accumulation)")
   g_module, e_module, d_module = networks
   has_encoder = e_module is not None
   _run = functools.partial(
       run_network,
       per_device_mesh=mesh if config.batch_norm_scope == "per_device" else None)
-  latent_shape = lambda x: (x.shape[0], config.latent_dim)
+  accumulate = functools.partial(accumulate_gradients, k=accumulation_steps, mesh=mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
   ortho_weight = config.generator.ortho_weight
 
-  def d_step(state: TrainState, x: jax.Array, x_d: jax.Array, rng: jax.Array):
+  def draw_latents(rng: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
+    """G's z and E's noise eps for a whole batch: micro-batches take their rows of these, so
+    the draws do not depend on config.accumulation_steps."""
     z_rng, e_rng = jax.random.split(rng)
-    z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
+    z = sample_prior(z_rng, (batch, config.latent_dim), config.latent_prior)
+    noise = jax.random.normal(e_rng, (batch, config.latent_dim))
+    return (jax.lax.with_sharding_constraint(z, batch_sharding),
+            jax.lax.with_sharding_constraint(noise, batch_sharding))
+
+  def d_micro_step(state: TrainState, batch):
+    """D's gradient on one (micro-)batch, and the state with G's, E's and D's new BN/SN."""
+    x, z, noise = batch
+    x_d = to_discriminator_resolution(x, config.resolution)
     # G and E are fixed during D's step: their outputs carry no gradient.
     fake, generator = _run(g_module, state.generator, state.generator.params, z)
     images = jnp.concatenate([x_d, jax.lax.stop_gradient(fake)])
     latents = None
     encoder = state.encoder
     if has_encoder:
-      encoded, encoder = _run(e_module, state.encoder, state.encoder.params, x,
-                              rngs={"latent": e_rng})
+      encoded, encoder = _run(e_module, state.encoder, state.encoder.params, x, noise=noise)
       latents = jnp.concatenate([jax.lax.stop_gradient(encoded["z_sample"]), z])
 
     def loss_fn(d_params):
@@ -210,13 +312,13 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
     grads, (discriminator, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.discriminator.params)
-    discriminator = _update(discriminator, grads, optimizers["discriminator"])
-    return state.replace(generator=generator, encoder=encoder,
-                         discriminator=discriminator), (grads, metrics)
+    return (state.replace(generator=generator, encoder=encoder, discriminator=discriminator),
+            grads, metrics)
 
-  def eg_step(state: TrainState, x: jax.Array, x_d: jax.Array, rng: jax.Array):
-    z_rng, e_rng = jax.random.split(rng)
-    z = sample_prior(z_rng, latent_shape(x), config.latent_prior)
+  def eg_micro_step(state: TrainState, batch):
+    """G's and E's gradients on one (micro-)batch, and the state with the new BN/SN."""
+    x, z, noise = batch
+    x_d = to_discriminator_resolution(x, config.resolution)
     eg_params = {"generator": state.generator.params}
     if has_encoder:
       eg_params["encoder"] = state.encoder.params
@@ -226,8 +328,7 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
       images = jnp.concatenate([x_d, fake])
       latents, encoder, extra = None, state.encoder, {}
       if has_encoder:
-        encoded, encoder = _run(e_module, state.encoder, eg_params["encoder"], x,
-                                rngs={"latent": e_rng})
+        encoded, encoder = _run(e_module, state.encoder, eg_params["encoder"], x, noise=noise)
         latents = jnp.concatenate([encoded["z_sample"], z])
         # The spread of E(x) over the batch: near zero means the encoder has collapsed.
         extra["encoder_std"] = jnp.mean(jnp.std(encoded["z_mean"], axis=0))
@@ -241,21 +342,31 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
     grads, (generator, encoder, discriminator, metrics) = jax.grad(loss_fn, has_aux=True)(
         eg_params)
-    generator = _update(generator, grads["generator"], optimizers["generator"])
+    return (state.replace(generator=generator, encoder=encoder, discriminator=discriminator),
+            grads, metrics)
+
+  def d_step(state: TrainState, batch):
+    state, grads, metrics = accumulate(d_micro_step, state, batch)
+    discriminator = _update(state.discriminator, grads, optimizers["discriminator"])
+    return state.replace(discriminator=discriminator), (grads, metrics)
+
+  def eg_step(state: TrainState, batch):
+    state, grads, metrics = accumulate(eg_micro_step, state, batch)
+    generator = _update(state.generator, grads["generator"], optimizers["generator"])
+    encoder = state.encoder
     if has_encoder:
       encoder = _update(encoder, grads["encoder"], optimizers["encoder"])
     metrics["eg_grad_norm"] = optax.tree.norm(grads)
-    return state.replace(generator=generator, encoder=encoder,
-                         discriminator=discriminator), metrics
+    return state.replace(generator=generator, encoder=encoder), metrics
 
   def train_step(state: TrainState, images: jax.Array) -> tuple[TrainState, dict]:
     x = normalise_images(images)
-    # D's real images, once per slice; the E/G step reuses the last D step's.
-    x_d = [to_discriminator_resolution(x[i], config.resolution) for i in range(config.d_steps)]
+    batch = x.shape[IMAGE_BATCH_AXIS]
     rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), config.d_steps + 1)
     for i in range(config.d_steps):
-      state, (d_grads, d_metrics) = d_step(state, x[i], x_d[i], rngs[i])
-    state, metrics = eg_step(state, x[-1], x_d[-1], rngs[-1])
+      state, (d_grads, d_metrics) = d_step(state, (x[i], *draw_latents(rngs[i], batch)))
+    # The E/G step reuses the last D step's real images.
+    state, metrics = eg_step(state, (x[-1], *draw_latents(rngs[-1], batch)))
     metrics = {**d_metrics, **metrics, "d_grad_norm": optax.tree.norm(d_grads)}
     state = state.replace(step=state.step + 1)
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics

@@ -78,6 +78,11 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   # The update (bigbigan_steps.py), with BigGAN's optimiser settings: Adam with beta1 0,
   # G 5e-5 (E the same times the multiplier), D 2e-4, two D steps per E/G step.
   config.batch_size = 2048  # The global batch of each D step and of the E/G step.
+  # Gradient accumulation: each step's batch runs as this many micro-batches (of batch_size /
+  # accumulation_steps, split over all devices) before one optimizer update, so activation
+  # memory falls with the micro-batch. BatchNorm normalises each micro-batch by its own
+  # statistics (bigbigan_steps.py); 1: the whole batch at once.
+  config.accumulation_steps = 1
   # BatchNorm statistics over the "global" batch (as BigGAN) or "per_device".
   config.batch_norm_scope = "global"
   config.d_steps = 2

@@ -14,11 +14,16 @@ The reference, per the BigBiGAN paper (Donahue & Simonyan 2019) and BigGAN (Broc
   beta * sum_W ||W^T W * (1 - I)||_F^2 over G's weight matrices, differentiated w.r.t. G's
   and E's params alone.
 - Random draws as the update makes them: fold_in(rng, step) split into d_steps + 1 keys,
-  each split into the key of z ~ N(0, I) and the key of E's noise.
+  each split into the key of z ~ N(0, I) and the key of E's noise eps ~ N(0, I), both drawn
+  for the whole batch.
 - All networks in training mode: each forward advances its BatchNorm statistics and spectral
   vectors. With `shards`, each network runs on each shard of its batch separately (BatchNorm
-  statistics per shard, E's noise keyed by the shard's index) and the new statistics are
-  the shards' mean: BatchNorm per device.
+  statistics per shard) and the new statistics are the shards' mean: BatchNorm per device.
+- With `micro_batches` = m (gradient accumulation), each step's gradient is the mean of the
+  gradients of m parts of its batch, part j being rows j, j + m, j + 2m, ... of the images,
+  z and eps, run one after another: BatchNorm normalises each part by its own statistics
+  and the running averages go from one part to the next, while every part starts from the
+  step's spectral vectors (spectral norm advances once per optimizer step).
 
 `test_bigbigan_steps.py` uses this reference for the per-device BatchNorm check and the SGD
 helpers for 8 devices = 1 device.
@@ -49,13 +54,12 @@ def small_config(variant: str = "tiny", **overrides):
   """configs/biggan.py:tiny (G and D at 32 pixels, E at 64: D's real images are E's, pooled
   2x2), with a stochastic E, two D steps, no EMA and a small batch."""
   config = load_config(f"{REPO}/configs/biggan.py:{variant}")
-  config = apply_overrides(config, {
+  assert config.d_steps == 2 and config.encoder.kind == "stochastic"
+  assert config.encoder.resolution == 2 * config.resolution
+  return apply_overrides(config, {
       "batch_size": 8, "ema_decay": 0.0, "generator.ortho_weight": ORTHO_WEIGHT,
       "encoder.head_width": 32, "discriminator.latent_width": 32,
       "discriminator.joint_width": 32, **overrides})
-  assert config.d_steps == 2 and config.encoder.kind == "stochastic"
-  assert config.encoder.resolution == 2 * config.resolution
-  return config
 
 
 def sgd_optimizers() -> dict[str, optax.GradientTransformation]:
@@ -120,30 +124,36 @@ def run_update(config, networks, state, images, devices):
 # The reference.
 
 
-def network_forward(module, network, params, inputs, latent_key=None, shards=None):
+def network_forward(module, network, params, inputs, latent_key=None, shards=None,
+                    noise=None):
   """A training-mode forward of `module`: (output, `network` with its new BN and SN state).
 
-  `shards`: run each of `shards` equal parts of the batch separately (BatchNorm statistics
-  per part; E's noise keyed by fold_in(key, part)), and average the parts' new state.
+  `noise`: E's eps for the batch; else E draws it from `latent_key`. `shards`: run each of
+  `shards` equal parts of the batch separately (BatchNorm statistics per part; the part's
+  rows of `noise`, or noise keyed by fold_in(latent_key, part)), and average the parts' new
+  state.
   """
   variables = {"params": params}
   for name, value in (("batch_stats", network.batch_stats), ("spectral", network.spectral)):
     if value:
       variables[name] = value
+  kwargs = {} if noise is None else {"noise": noise}
 
-  def apply(inputs, key):
+  def apply(inputs, key, kwargs):
     rngs = None if key is None else {"latent": key}
     return module.apply(variables, *inputs, train=True, rngs=rngs,
-                        mutable=["batch_stats", "spectral"])
+                        mutable=["batch_stats", "spectral"], **kwargs)
 
   if shards is None:
-    out, new = apply(inputs, latent_key)
+    out, new = apply(inputs, latent_key, kwargs)
   else:
-    parts = [a.reshape(shards, a.shape[0] // shards, *a.shape[1:]) for a in inputs]
+    split = lambda a: a.reshape(shards, a.shape[0] // shards, *a.shape[1:])
+    parts, kwargs = [split(a) for a in inputs], jax.tree.map(split, kwargs)
     keys = None
     if latent_key is not None:
       keys = jax.vmap(lambda i: jax.random.fold_in(latent_key, i))(jnp.arange(shards))
-    out, new = jax.vmap(apply, in_axes=(0, None if keys is None else 0))(parts, keys)
+    out, new = jax.vmap(apply, in_axes=(0, None if keys is None else 0, 0))(parts, keys,
+                                                                           kwargs)
     out = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
     new = jax.tree.map(lambda a: jnp.mean(a, axis=0), new)
   return out, network.replace(batch_stats=new.get("batch_stats", network.batch_stats),
@@ -184,7 +194,7 @@ def expected_scores(config) -> set[str]:
   return {name for name, kept in (("x", d.unary_x), ("z", d.unary_z), ("xz", True)) if kept}
 
 
-def make_reference(config, networks, shards=None):
+def make_reference(config, networks, shards=None, micro_batches=None):
   """The reference iteration for `config` (see the module docstring), jitted:
   (state, uint8 images [d_steps, B, R_E, R_E, 3]) -> state."""
   g_module, e_module, d_module = networks
@@ -203,20 +213,34 @@ def make_reference(config, networks, shards=None):
         (jnp.concatenate([images_at_d_resolution(x), fake]),
          jnp.concatenate([encoded, z])), shards=shards)
     assert set(scores) == scores_kept, sorted(scores)
-    real = {s: v[:batch] for s, v in scores.items()}
-    fake = {s: v[batch:] for s, v in scores.items()}
+    n = len(x)
+    real = {s: v[:n] for s, v in scores.items()}
+    fake = {s: v[n:] for s, v in scores.items()}
     return real, fake, discriminator
 
   def draws(key):
     z_key, e_key = jax.random.split(key)
-    return jax.random.normal(z_key, (batch, config.latent_dim)), e_key
+    return (jax.random.normal(z_key, (batch, config.latent_dim)),
+            jax.random.normal(e_key, (batch, config.latent_dim)))
 
-  def d_step(state, x, key):
-    z, e_key = draws(key)
+  def in_micro_batches(gradient, state, x, z, noise):
+    """gradient(state, x, z, noise) -> (grads, state with new BN and SN), on the whole batch
+    or averaged over `micro_batches` parts of it (see the module docstring)."""
+    if micro_batches is None:
+      return gradient(state, x, z, noise)
+    m, total, current = micro_batches, None, state
+    for j in range(m):
+      start = current.replace(**{name: getattr(current, name).replace(
+          spectral=getattr(state, name).spectral) for name in NETWORKS})
+      grads, current = gradient(start, x[j::m], z[j::m], noise[j::m])
+      total = grads if total is None else jax.tree.map(jnp.add, total, grads)
+    return jax.tree.map(lambda g: g / m, total), current
+
+  def d_gradient(state, x, z, noise):
     fake, generator = network_forward(g_module, state.generator, state.generator.params, (z,),
-                               shards=shards)
-    encoded, encoder = network_forward(e_module, state.encoder, state.encoder.params, (x,), e_key,
-                                shards=shards)
+                                      shards=shards)
+    encoded, encoder = network_forward(e_module, state.encoder, state.encoder.params, (x,),
+                                       shards=shards, noise=noise)
 
     def loss(d_params):
       real, fake_scores, discriminator = judge(state.discriminator, d_params, x,
@@ -224,18 +248,22 @@ def make_reference(config, networks, shards=None):
       return _hinge(real, fake_scores), discriminator
 
     grads, discriminator = jax.grad(loss, has_aux=True)(state.discriminator.params)
+    return grads, state.replace(generator=generator, encoder=encoder,
+                                discriminator=discriminator)
+
+  def d_step(state, x, key):
+    grads, state = in_micro_batches(d_gradient, state, x, *draws(key))
+    discriminator = state.discriminator
     discriminator = discriminator.replace(
         params=_sgd(discriminator.params, grads, LEARNING_RATES["discriminator"]))
-    return state.replace(generator=generator, encoder=encoder, discriminator=discriminator)
+    return state.replace(discriminator=discriminator)
 
-  def eg_step(state, x, key):
-    z, e_key = draws(key)
-
+  def eg_gradient(state, x, z, noise):
     def loss(params):
       fake, generator = network_forward(g_module, state.generator, params["generator"], (z,),
-                                 shards=shards)
-      encoded, encoder = network_forward(e_module, state.encoder, params["encoder"], (x,), e_key,
-                                  shards=shards)
+                                        shards=shards)
+      encoded, encoder = network_forward(e_module, state.encoder, params["encoder"], (x,),
+                                         shards=shards, noise=noise)
       real, fake_scores, discriminator = judge(state.discriminator,
                                                state.discriminator.params, x,
                                                encoded["z_sample"], fake, z)
@@ -244,11 +272,17 @@ def make_reference(config, networks, shards=None):
 
     grads, (generator, encoder, discriminator) = jax.grad(loss, has_aux=True)(
         {"generator": state.generator.params, "encoder": state.encoder.params})
+    return grads, state.replace(generator=generator, encoder=encoder,
+                                discriminator=discriminator)
+
+  def eg_step(state, x, key):
+    grads, state = in_micro_batches(eg_gradient, state, x, *draws(key))
+    generator, encoder = state.generator, state.encoder
     generator = generator.replace(params=_sgd(generator.params, grads["generator"],
                                               LEARNING_RATES["generator"]))
     encoder = encoder.replace(params=_sgd(encoder.params, grads["encoder"],
                                           LEARNING_RATES["encoder"]))
-    return state.replace(generator=generator, encoder=encoder, discriminator=discriminator)
+    return state.replace(generator=generator, encoder=encoder)
 
   def iteration(state, images):
     x = images.astype(jnp.float32) / 127.5 - 1.0  # [0, 255] -> [-1, 1], G's tanh range.
