@@ -40,9 +40,12 @@ def _metrics(workdir) -> list[dict]:
 
 
 def _preempted_at(config, preempt_step: int):
-  """The config's training batches, with a SIGTERM to this process while at `preempt_step`."""
+  """The config's training batches, with a SIGTERM to this process while at `preempt_step`.
+
+  The trainer reads the batch of step s + DEVICE_PREFETCH as step s starts (prefetch).
+  """
   batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed)
-  for step, batch in enumerate(batches, start=1):
+  for step, batch in enumerate(batches, start=1 - train.DEVICE_PREFETCH):
     if step == preempt_step:
       os.kill(os.getpid(), signal.SIGTERM)
     yield batch
