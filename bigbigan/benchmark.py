@@ -99,11 +99,10 @@ def _host_fed_batches(images: jax.Array, mesh) -> dict:
   (through `prefetch_to_mesh`, 2 ahead as in train.py, or not at all ahead), or the
   batch already on the devices."""
   host_rows = [np.array(jax.device_get(images)) + i for i in range(3)]  # Distinct buffers.
-  host = lambda: itertools.cycle(host_rows)  # pylint: disable=unnecessary-lambda-assignment
   axis = bigbigan_steps.IMAGE_BATCH_AXIS
   return {"on_device": itertools.repeat(images),
-          "no_prefetch": sharding.prefetch_to_mesh(host(), mesh, axis, size=0),
-          "prefetch": sharding.prefetch_to_mesh(host(), mesh, axis, size=train.DEVICE_PREFETCH)}
+          **{name: sharding.prefetch_to_mesh(itertools.cycle(host_rows), mesh, axis, size=size)
+             for name, size in (("no_prefetch", 0), ("prefetch", train.DEVICE_PREFETCH))}}
 
 
 def _iteration_seconds(compiled, state, batches, steps: int):

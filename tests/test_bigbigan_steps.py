@@ -134,7 +134,8 @@ def test_benchmark_reports_every_field():
   results = benchmark.benchmark(config, steps=1, peak_tflops=peak_tflops)
   assert set(results) == {
       "device", "devices", "batch_size", "d_steps", "compute_dtype", "compile_seconds",
-      "median_step_seconds", "images_per_second", "images_per_second_per_device",
+      "median_step_seconds", "iteration_seconds_on_device", "iteration_seconds_no_prefetch",
+      "iteration_seconds_prefetch", "images_per_second", "images_per_second_per_device",
       "flops_per_step", "tflops_per_second_per_device", "mfu", "finite"}
   devices, seconds = 8, results["median_step_seconds"]
   assert results["devices"] == devices and results["finite"] and seconds > 0
