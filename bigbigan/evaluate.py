@@ -117,6 +117,7 @@ def main(argv):
     print(format_table(step, results))
   for metric, reason in errors.items():
     print(f"bigbigan: error: {metric} not computed: {reason}", file=sys.stderr)
+  distributed.shutdown_if_initialized()
   if errors:
     sys.exit(1)
 
