@@ -4,8 +4,9 @@ jitted call per iteration.
     state, train_step = create_state_and_step(config, mesh)
     state, metrics = train_step(state, images)   # uint8 [d_steps, B, R_E, R_E, 3]
 
-Each D step takes its own slice of real images and fresh z; the E/G step reuses the last
-slice for E and draws fresh z for G. D sees images at G's resolution: E's input, average-
+Each D step takes its own slice of real images and fresh z and E noise (drawn for the whole
+batch from fold_in(state.rng, state.step)); the E/G step reuses the last slice for E and
+draws fresh z and noise. D sees images at G's resolution: E's input, average-
 pooled 2x2 when E's resolution is twice G's (the paper's "High Res E"). BatchNorm statistics
 are over the global batch, or over each device's shard with
 `config.batch_norm_scope="per_device"` (`run_network`). Real and fake pairs go
@@ -23,8 +24,8 @@ device), run them one after another under `lax.scan` (activations of one micro-b
 at a time) and apply one optimizer update with the mean of their gradients. z and E's noise
 are drawn for the whole batch and split alike, so k changes only what BatchNorm sees:
 - BatchNorm normalises each micro-batch by its own statistics (over its B/k examples, or
-  B/k per device with `batch_norm_scope="per_device"`), and the running averages take the k
-  micro-batches' updates in order. Without BatchNorm, k micro-batches give the full batch's
+  its B/(k devices) on each device with `batch_norm_scope="per_device"`), and the running
+  averages take the k micro-batches' updates in order. Without BatchNorm, k micro-batches give the full batch's
   update to float rounding.
 - Spectral norm advances once per optimizer step, as with k = 1: every micro-batch's forward
   starts from the step's power-iteration vectors (the weights do not change between

@@ -26,7 +26,7 @@ The reference, per the BigBiGAN paper (Donahue & Simonyan 2019) and BigGAN (Broc
   step's spectral vectors (spectral norm advances once per optimizer step).
 
 `test_bigbigan_steps.py` uses this reference for the per-device BatchNorm check and the SGD
-helpers for 8 devices = 1 device.
+helpers for 8 devices = 1 device; `test_accumulation.py` uses it with `micro_batches`.
 """
 
 import functools
