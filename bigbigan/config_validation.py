@@ -38,10 +38,11 @@ DATASET_FIELDS = {
     "mnist": (("eval_batch_size",), (), ()),
 }
 # BigBiGAN's (configs/bigbigan_base.py) in addition to the shared ones.
-BIGBIGAN_POSITIVE_INTEGERS = ("d_steps", "eval_batch_size", "generator.ch", "discriminator.ch",
-                              "encoder.width", "encoder.base_width", "encoder.head_width",
-                              "encoder.head_depth", "encoder.resolution", "probe_epochs",
-                              "fid_samples", "report_neighbour_pool")
+BIGBIGAN_POSITIVE_INTEGERS = ("d_steps", "accumulation_steps", "eval_batch_size",
+                              "generator.ch", "discriminator.ch", "encoder.width",
+                              "encoder.base_width", "encoder.head_width", "encoder.head_depth",
+                              "encoder.resolution", "probe_epochs", "fid_samples",
+                              "report_neighbour_pool")
 BIGBIGAN_NON_NEGATIVE_INTEGERS = ("probe_patience", "standing_stats_batches")
 BIGBIGAN_POSITIVE_NUMBERS = ("probe_learning_rate",)
 BIGBIGAN_RANGES = ("optimizer.b1", "optimizer.b2", "optimizer.lr_decay_start_fraction",
@@ -127,6 +128,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int = 1) -> None:
   """Raises ConfigError with a one-line message for the first unusable field."""
   _choice(config, "network", NETWORK_KINDS)
+  _validate_checkpoint_dir(config)
   if config.network == "biggan":
     _validate_bigbigan(config, num_devices, num_processes)
     return
@@ -144,6 +146,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
 
   _divides(config, "batch_size", num_devices, "devices")
   _divides(config, "batch_size", num_processes, "processes")
+  if config.get("accumulation_steps", 1) != 1:
+    raise ConfigError(f"config.accumulation_steps={config.accumulation_steps!r}: gradient "
+                      "accumulation is BigBiGAN's (network='biggan'); set it to 1 here")
   if config.dataset == "mixture" and config.mixture.num_train < config.batch_size:
     raise ConfigError(f"config.mixture.num_train={config.mixture.num_train} is smaller than "
                       f"config.batch_size={config.batch_size}: raise it or lower the batch")
@@ -180,6 +185,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     _choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)
 
 
+def _validate_checkpoint_dir(config: ml_collections.ConfigDict) -> None:
+  """config.checkpoint_dir: "" (<workdir>/checkpoints) or a directory, local or a URL."""
+  value = config.get("checkpoint_dir", "")
+  if not isinstance(value, str) or (value and not value.strip()):
+    raise ConfigError(f"config.checkpoint_dir={value!r}: must be a directory (local or e.g. "
+                      "gs://bucket/checkpoints) or '' for <workdir>/checkpoints")
+
+
 def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
                        num_processes: int) -> None:
   """The fields of a BigBiGAN config (configs/bigbigan_base.py)."""
@@ -190,7 +203,8 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
   dataset = config.dataset
   if not isinstance(dataset, str) or images.dataset_family(dataset) not in images.FRAMING:
     raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
-                      f"{tuple(images.FRAMING)} (any of their TFDS configs)")
+                      f"{tuple(images.FRAMING)} (any of their TFDS configs; a directory of "
+                      f"images as 'folder:/path/to/images')")
   _check_numbers(config, POSITIVE_INTEGERS + BIGBIGAN_POSITIVE_INTEGERS,
                  NON_NEGATIVE_INTEGERS + BIGBIGAN_NON_NEGATIVE_INTEGERS,
                  POSITIVE_NUMBERS + BIGBIGAN_POSITIVE_NUMBERS, BIGBIGAN_RANGES)
@@ -223,6 +237,12 @@ def _validate_bigbigan(config: ml_collections.ConfigDict, num_devices: int,
   for field in ("batch_size", "eval_batch_size"):
     _divides(config, field, num_devices, "devices")
     _divides(config, field, num_processes, "processes")
+  per_device = config.batch_size // num_devices
+  if per_device % config.accumulation_steps:
+    raise ConfigError(f"config.accumulation_steps={config.accumulation_steps} does not divide "
+                      f"the per-device batch {per_device} (config.batch_size="
+                      f"{config.batch_size} over {num_devices} devices): use a divisor of "
+                      f"{per_device}")
   _validate_selection(config)
 
 
@@ -254,13 +274,15 @@ def validate_splits(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless every split field selects examples of the dataset and the
   evaluation splits are disjoint from the ones learned from (DISJOINT_SPLITS).
 
-  Reads the dataset's TFDS metadata (no examples), so it runs at start, after
+  Reads the dataset's TFDS metadata (no examples), or lists an image folder's files
+  (data/folder.py: splits "train" and "validation"), so it runs at start, after
   `validate_config` and before anything is written. The mixture dataset, drawn in memory,
   has no splits.
 
   Raises:
     ConfigError: a split field names a split the dataset lacks, an empty slice or one past a
-      split's end, or two fields of a DISJOINT_SPLITS pair share examples.
+      split's end, or two fields of a DISJOINT_SPLITS pair share examples; an image folder
+      is missing or holds no image.
     DatasetError: the dataset is not prepared (the message says how to prepare it).
   """
   if config.dataset == "mixture":

@@ -79,12 +79,21 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.encoder.resolution = 128  # Base: E and G at 128 pixels; "High Res E" rows: 256.
   apply_overrides(config, overrides)
 
-  # ImageNet through TFDS (imagenet2012 needs a manual download: the error says how).
+  # ImageNet through TFDS (imagenet2012 needs a manual download: the error says how). Or
+  # your own photos: "folder:/path/to/images" (bigbigan/data/folder.py: splits "train" and
+  # "validation", labels from class subfolders), with the split fields below fitted to it.
   config.dataset = "imagenet2012"
   config.data_dir = None  # None: TFDS's default, or $TFDS_DATA_DIR.
   config.train_split = "train"
   config.seed = 0
   config.total_steps = 500_000
+  # Gradient accumulation: each D step and the E/G step run their batch_size (2048) as this
+  # many micro-batches, split over all devices, and update once with the mean gradient, so
+  # the paper's batch fits fewer or smaller accelerators (--config.accumulation_steps=8 on
+  # one 8-GPU host: 32 images per GPU at a time). BatchNorm then normalises each micro-batch
+  # by its own statistics and the running averages take the micro-batches' updates in order;
+  # spectral norm still advances once per update (bigbigan_steps.py). 1: the whole batch.
+  config.accumulation_steps = 1
 
   # Evaluation (bigbigan/evaluation/images.py): training runs `eval_metrics` every
   # `eval_every_steps`; `python -m bigbigan.evaluate --workdir=...` runs any of them on a
@@ -126,6 +135,9 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.log_every_steps = 500
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
+  # Where the checkpoints go: "" for <workdir>/checkpoints, or another directory (local or
+  # gs://), e.g. a bucket in the accelerators' region while the logs go elsewhere.
+  config.checkpoint_dir = ""
   if "tiny" in variants:
     _tiny_on_mnist(config)
   return config
