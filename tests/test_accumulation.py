@@ -1,8 +1,8 @@
-"""Gradient accumulation in the BigBiGAN update (`config.accumulation_steps`), on 8 devices.
+"""Gradient accumulation in the BigBiGAN update (`config.accumulation_steps`).
 
-- Without BatchNorm, k = 4 micro-batches give the whole batch's update (SGD, so every leaf of
-  G, E and D must agree to float32 rounding), with one and with two D steps.
-- With BatchNorm, k = 4 gives the update of test_bigbigan_reference.py's reference run by
+- Without BatchNorm, on 8 devices, k = 4 micro-batches give the whole batch's update (SGD,
+  so every leaf of G, E and D must agree to float32 rounding), with two D steps.
+- With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_reference.py's reference run by
   hand over the 4 micro-batches, each normalised by its own statistics, their gradients
   averaged.
 - XLA's peak temporary memory falls with the micro-batch, and splitting the batch into
@@ -40,11 +40,13 @@ def _without_batch_norm(next_fun, args, kwargs, context):
   return next_fun(*args, **kwargs)
 
 
-def _run(config, state, images, accumulation_steps):
-  """One iteration of the update on all 8 devices, (state, metrics) on the host."""
+def _run(config, state, images, accumulation_steps, devices=None):
+  """One iteration of the update on `devices` (all 8 by default), (state, metrics) on the
+  host."""
   config = apply_overrides(config.copy_and_resolve_references(),
                            {"accumulation_steps": accumulation_steps})
-  result = reference.run_update(config, build_networks(config), state, images, jax.devices())
+  result = reference.run_update(config, build_networks(config), state, images,
+                                devices or jax.devices())
   jax.block_until_ready(result)
   return result
 
@@ -60,17 +62,16 @@ def _setup(**overrides):
 # micro-batches instead of the mean, an update per micro-batch) moves the changes by 100% and
 # more.
 RTOL, ATOL, CHANGE_RTOL = 1e-5, 1e-6, 1e-3
-# With BatchNorm, the 8-device program and the 1-device reference round differently and
-# small-batch BatchNorm (8 examples per micro-batch) amplifies it, as for 8 devices = 1
-# (test_bigbigan_steps.py): measured changes within 1.4e-4 of the reference on one device,
-# within 5e-3 on 8 devices (E's first stage, whose values then differ by up to 2e-3 of
-# themselves; seeds 0 to 5): values and changes within 1e-2 of themselves. The whole batch's
-# statistics instead of each micro-batch's move the changes by over 300%.
-BATCH_NORM_RTOL, BATCH_NORM_ATOL, BATCH_NORM_CHANGE_RTOL = 1e-2, 1e-5, 1e-2
+# With BatchNorm, on one device (the 8-device layout is the test above's; with BatchNorm an
+# 8-device program rounds differently from the reference and small-batch BatchNorm, 8
+# examples per micro-batch, amplifies it to ~5e-3, as for 8 devices = 1 in
+# test_bigbigan_steps.py): measured changes within 1.4e-4 of the reference. The whole
+# batch's statistics instead of each micro-batch's move the changes by over 300%.
+BATCH_NORM_RTOL, BATCH_NORM_ATOL, BATCH_NORM_CHANGE_RTOL = 1e-3, 1e-5, 1e-3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("d_steps", [1, 2])
+@pytest.mark.parametrize("d_steps", [2])  # Two D steps: each accumulates, then E/G does.
 def test_micro_batches_equal_the_whole_batch_without_batch_norm(d_steps):
   config, state = _setup(d_steps=d_steps)
   images = reference.random_images(config)
@@ -97,7 +98,7 @@ def test_micro_batches_with_batch_norm_equal_the_reference_by_hand():
   images = reference.random_images(config)
   expected = jax.device_get(reference.make_reference(config, build_networks(config),
                                                      micro_batches=K)(state, images))
-  actual, metrics = _run(config, state, images, K)
+  actual, metrics = _run(config, state, images, K, devices=jax.devices()[:1])
   assert all(np.isfinite(v) for v in metrics.values())
   print(f"k={K} vs the reference by hand: max differences",
         reference.max_differences(actual, expected, state))
