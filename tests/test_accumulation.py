@@ -2,6 +2,8 @@
 
 - Without BatchNorm, on 8 devices, k = 4 micro-batches give the whole batch's update (SGD,
   so every leaf of G, E and D must agree to float32 rounding), with two D steps.
+- With BatchNorm per device, on 8 devices, k = 2 gives the reference's update with each
+  device's rows of each micro-batch normalised alone.
 - With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_reference.py's reference run by
   hand over the 4 micro-batches, each normalised by its own statistics, their gradients
   averaged.
@@ -68,6 +70,13 @@ RTOL, ATOL, CHANGE_RTOL = 1e-5, 1e-6, 1e-3
 # test_bigbigan_steps.py): measured changes within 1.4e-4 of the reference. The whole
 # batch's statistics instead of each micro-batch's move the changes by over 300%.
 BATCH_NORM_RTOL, BATCH_NORM_ATOL, BATCH_NORM_CHANGE_RTOL = 1e-3, 1e-5, 1e-3
+# Per-device BatchNorm on 8 devices against the per-shard reference, BatchNorm over 2
+# examples: rounding amplified as above; measured values within 7.7e-3 of themselves and
+# changes within 1.8e-2 (k = 1 at this batch, 4 examples per device: 9e-4 and 2e-3). A
+# wrong structure moves them by 200% and more (measured: 4 shards instead of 8, no
+# micro-batches, 4 micro-batches instead of 2). Hence values within 2e-2 of themselves plus
+# 5e-4 (E's root kernel near its zeros: 1.3e-4), changes within 5e-2.
+PER_DEVICE_RTOL, PER_DEVICE_ATOL, PER_DEVICE_CHANGE_RTOL = 2e-2, 5e-4, 5e-2
 
 
 @pytest.mark.slow
@@ -104,6 +113,24 @@ def test_micro_batches_with_batch_norm_equal_the_reference_by_hand():
         reference.max_differences(actual, expected, state))
   reference.assert_states_close(actual, expected, state, BATCH_NORM_RTOL, BATCH_NORM_ATOL,
                                 BATCH_NORM_CHANGE_RTOL)
+
+
+@pytest.mark.slow
+def test_micro_batches_with_per_device_batch_norm_equal_the_reference_by_hand():
+  # BatchNorm per device and per micro-batch: each device's rows of each micro-batch (two
+  # examples: 32 over 8 devices in 2 micro-batches) normalised by their own statistics. The
+  # reference splits each micro-batch of the strided split into the devices' 8 contiguous
+  # shards, which is where the update's micro-batches keep them.
+  config, state = _setup(batch_norm_scope="per_device")
+  images = reference.random_images(config)
+  expected = jax.device_get(reference.make_reference(
+      config, build_networks(config), shards=8, micro_batches=2)(state, images))
+  actual, metrics = _run(config, state, images, 2)
+  assert all(np.isfinite(v) for v in metrics.values())
+  print("per device, k=2 vs the reference by hand: max differences",
+        reference.max_differences(actual, expected, state))
+  reference.assert_states_close(actual, expected, state, PER_DEVICE_RTOL, PER_DEVICE_ATOL,
+                                PER_DEVICE_CHANGE_RTOL)
 
 
 def _measure_module():
