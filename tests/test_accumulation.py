@@ -4,9 +4,9 @@
   so every leaf of G, E and D must agree to float32 rounding), with two D steps.
 - With BatchNorm per device, on 8 devices, k = 2 gives the reference's update with each
   device's rows of each micro-batch normalised alone.
-- With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_reference.py's reference run by
-  hand over the 4 micro-batches, each normalised by its own statistics, their gradients
-  averaged.
+- With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_reference.py's
+  reference run by hand over the 4 micro-batches, each normalised by its own statistics,
+  their gradients averaged.
 - XLA's peak temporary memory falls with the micro-batch, and splitting the batch into
   micro-batches adds no collective to the compiled program (the split moves no data).
 - The config's field is checked.
