@@ -25,8 +25,8 @@ at a time) and apply one optimizer update with the mean of their gradients. z an
 are drawn for the whole batch and split alike, so k changes only what BatchNorm sees:
 - BatchNorm normalises each micro-batch by its own statistics (over its B/k examples, or
   its B/(k devices) on each device with `batch_norm_scope="per_device"`), and the running
-  averages take the k micro-batches' updates in order. Without BatchNorm, k micro-batches give the full batch's
-  update to float rounding.
+  averages take the k micro-batches' updates in order. Without BatchNorm, k micro-batches
+  give the full batch's update to float rounding.
 - Spectral norm advances once per optimizer step, as with k = 1: every micro-batch's forward
   starts from the step's power-iteration vectors (the weights do not change between
   micro-batches, so each computes the same new vectors), which are stored once.

@@ -51,7 +51,8 @@ def _gather_batches(local: np.ndarray) -> np.ndarray:
   """[batches, local rows] host arrays of every process -> global rows, batch by batch.
 
   One collective for all batches. A global batch's rows are its processes' rows in process
-  order (the device order of the mesh), which is how `sharding.gather_rows` concatenates device outputs.
+  order (the device order of the mesh), which is how `sharding.gather_rows` concatenates
+  device outputs.
   """
   every = np.asarray(multihost_utils.process_allgather(local))  # [processes, batches, rows]
   return every.transpose(1, 0, 2).reshape(-1)

@@ -72,7 +72,8 @@ def _build_biggan(config: ml_collections.ConfigDict) -> Networks:
                         f"{encoder_lib.LATENT_BOUNDS}")
     encoder = encoder_lib.ImageEncoder(
         latent_dim=config.latent_dim, backbone=e.backbone, depth=e.depth, width=e.width,
-        base_width=e.base_width, reversible=e.reversible, head_width=e.head_width, head_depth=e.head_depth,
+        base_width=e.base_width, reversible=e.reversible, head_width=e.head_width,
+        head_depth=e.head_depth,
         stochastic=e.kind == "stochastic", latent_bound=e.latent_bound, dtype=dtype)
   generator = biggan.BigGANGenerator(resolution=config.resolution, ch=g.ch,
                                      num_classes=config.num_classes,
