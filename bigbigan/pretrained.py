@@ -11,17 +11,18 @@
 
 The names and value ranges are those of TF Hub's bigbigan-resnet50 and bigbigan-revnet50x4
 modules, so a model trained here replaces them. Every method takes any batch size and returns
-NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each compiles
-once), each chunk sharded over the local devices and run by the jitted evaluation-mode
-networks of bigbigan_steps.make_bigbigan_inference_fns, the functions that evaluation uses:
-G and E with their EMA weights and those networks' own (standing) BatchNorm statistics;
-uint8 images are normalised on the devices as there. Results are per image: eval-mode
-BatchNorm keeps rows independent, and z_sample's noise is a function of each image's 8-bit
-pixel values and `seed` (bigbigan_steps.per_image_noise), so an image's outputs do not
-depend on the batch it comes in, nor on uint8 or float input, beyond float rounding (XLA's kernels may round
-differently at another batch size: about 1e-6). Images of another size are framed and
-resized as the pipeline's evaluation preprocessing does (the central square, bicubic and
-antialiased, rounded to 8 bits) to the encoder's resolution, or, for D, to G's.
+NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each
+compiles once), each chunk sharded over the local devices and run by the jitted
+evaluation-mode networks of bigbigan_steps.make_bigbigan_inference_fns, the functions that
+evaluation uses: G and E with their EMA weights and those networks' own (standing) BatchNorm
+statistics; uint8 images are normalised on the devices as there. Results are per image:
+eval-mode BatchNorm keeps rows independent, and z_sample's noise is a function of each
+image's 8-bit pixel values and `seed` (bigbigan_steps.per_image_noise), so an image's
+outputs do not depend on the batch it comes in, nor on uint8 or float input, beyond float
+rounding (XLA's kernels may round differently at another batch size: about 1e-6). Images of
+another size are framed and resized as the pipeline's evaluation preprocessing does (the
+central square, bicubic and antialiased, rounded to 8 bits) to the encoder's resolution, or,
+for D, to G's.
 """
 
 import json

@@ -6,8 +6,8 @@ periodic evaluator, and the state as inference sees it (for BigBiGAN: with stand
 BatchNorm statistics for the EMA networks, standing_stats.py). The trainer itself knows no
 dataset. The MLP networks train on the mixture or flattened MNIST (`config.dataset` picks
 the task); BigBiGAN's networks (`config.network="biggan"`) on any image dataset of
-data/images.py (`ImageTask`): a TFDS dataset of its FRAMING, or a directory of images, "folder:PATH" (data/folder.py), which the
-pipeline reads as it reads a TFDS dataset.
+data/images.py (`ImageTask`): a TFDS dataset of its FRAMING, or a directory of images,
+"folder:PATH" (data/folder.py), which the pipeline reads as it reads a TFDS dataset.
 """
 
 import itertools
