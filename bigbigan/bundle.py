@@ -27,6 +27,7 @@ from etils import epath
 from flax import serialization
 
 from bigbigan import __version__
+from bigbigan import files
 from bigbigan.errors import BundleError
 
 FORMAT = "bigbigan-bundle"
@@ -45,10 +46,6 @@ def checksum(fields: dict, weights: bytes) -> str:
   digest = hashlib.sha256(_canonical({k: v for k, v in fields.items() if k != "checksum"}))
   digest.update(weights)
   return f"sha256:{digest.hexdigest()}"
-
-
-def _is_local(path: epath.Path) -> bool:
-  return "://" not in str(path)
 
 
 def _write_files(directory: epath.Path, manifest: dict, weights: bytes, readme: str) -> None:
@@ -93,7 +90,7 @@ def write_bundle(out: str, fields: dict, weights: dict[str, Any], readme: Callab
   data = serialization.msgpack_serialize(weights)
   manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
   manifest["checksum"] = checksum(manifest, data)
-  if not _is_local(out):
+  if files.is_url(out):
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # Incomplete until the new manifest lands.
     _write_files(out, manifest, data, readme(manifest))

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from bigbigan import files
 from bigbigan.errors import CheckpointError
 
 def _key_name(key) -> str:
@@ -93,7 +94,7 @@ def checkpoint_directory(workdir: str, checkpoint_dir: str = "") -> str:
   directory = epath.Path(checkpoint_dir or workdir)
   if not checkpoint_dir:
     directory = directory / "checkpoints"
-  return os.fspath(directory if "://" in os.fspath(directory) else directory.absolute())
+  return os.fspath(directory if files.is_url(directory) else directory.absolute())
 
 
 class Checkpointer:

@@ -27,6 +27,8 @@ import scipy.linalg
 import scipy.special
 from etils import epath
 
+from bigbigan import files
+
 # Bump when the path of real images to the Inception changes in a way the key's parameters
 # do not show: data/images.py's evaluation framing and resizing, the normalisation to
 # [-1, 1], the 2x2 average pools to D's resolution (bigbigan_steps.py), the resize to 299
@@ -172,7 +174,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     FileNotFoundError: there is no such file.
   """
   path = epath.Path(path)
-  if "://" in os.fspath(path):
+  if files.is_url(path):
     stat = path.stat()
     version = (stat.length, stat.mtime)
   else:
@@ -241,17 +243,5 @@ def cached_reference_statistics(directory: str | os.PathLike, key: dict,
   if write:
     buffer = io.BytesIO()
     np.savez(buffer, mean=mean, covariance=covariance, key=np.array(serialised))
-    _write_whole(path, buffer.getvalue())
+    files.write_whole(path, buffer.getvalue())
   return mean, covariance
-
-
-def _write_whole(path: epath.Path, data: bytes) -> None:
-  """Writes `data` so that a reader never sees part of it."""
-  if "://" in os.fspath(path):
-    # Object stores (gs://) publish an object only once its upload is complete, and
-    # have no atomic rename.
-    path.write_bytes(data)
-    return
-  temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-  temporary.write_bytes(data)
-  temporary.replace(path)
