@@ -344,12 +344,14 @@ def max_differences(actual, expected, initial) -> dict[str, float]:
   return {"value": value, "change": change}
 
 
-def assert_states_close(actual, expected, initial, rtol, atol, change_rtol):
+def assert_states_close(actual, expected, initial, rtol, atol, change_rtol, label):
   """Every leaf of `actual` equals `expected` within rtol |expected| + atol, and its change
   from `initial` equals the expected change within change_rtol times the largest expected
   change in that leaf, plus atol. The second check sees the SGD step itself, of which the
   first sees only the part above rtol of the value. Fails naming the collections off and
   the worst leaves."""
+  # The measured figures, for the tolerances' comments (pytest -s shows them).
+  print(label, "max differences", max_differences(actual, expected, initial))
   actual, expected, initial = map(network_leaves, (actual, expected, initial))
   assert actual.keys() == expected.keys()
   failures = []
@@ -399,5 +401,4 @@ def test_update_equals_reference(variant):
   np.testing.assert_array_equal(actual.rng, initial.rng)
   scores = {k[len("real_score_"):] for k in run["metrics"] if k.startswith("real_score_")}
   assert scores == expected_scores(config)
-  print(variant, "max differences", max_differences(actual, run["reference"], initial))
-  assert_states_close(actual, run["reference"], initial, RTOL, ATOL, CHANGE_RTOL)
+  assert_states_close(actual, run["reference"], initial, RTOL, ATOL, CHANGE_RTOL, variant)
