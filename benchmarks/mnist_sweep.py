@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
       networks, optimizers, rng, data_dim=x_train.shape[1], latent_dim=config.latent_dim,
       joint=steps.joint_discriminator(config, networks), num_classes=0,
       ema=config.ema_decay > 0))(jax.random.PRNGKey(config.seed))
-  normalise = lambda x: x.astype(np.float32) / 255.0  # As pipeline.normalise_pixels.
+  normalise = lambda x: x.astype(np.float32) / 255.0  # As data.mnist.normalise_pixels.
   train_step = steps.make_train_step(config, networks, optimizers, mesh, normalise)
 
   @jax.jit

@@ -22,6 +22,7 @@ from bigbigan import bigbigan_steps
 from bigbigan import sharding
 from bigbigan import standing_stats
 from bigbigan.data import images
+from bigbigan.data import mnist
 from bigbigan.data import pipeline
 from bigbigan.data.toy import Mixture
 from bigbigan.evaluation.images import ImageEvaluator
@@ -84,7 +85,7 @@ class MixtureTask(_StateAsItIs):
 class MnistTask(_StateAsItIs):
   """Permutation-invariant MNIST through TFDS: flattened 784-pixel images."""
 
-  data_dim = pipeline.MNIST_PIXELS
+  data_dim = mnist.MNIST_PIXELS
   batch_axis = 0
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, workdir: str):
@@ -93,9 +94,9 @@ class MnistTask(_StateAsItIs):
     pipeline.prepared_builder(config.dataset, config.data_dir)
     permutation = None
     if config.pixel_permutation_seed is not None:
-      permutation = pipeline.pixel_permutation(config.pixel_permutation_seed)
-    self._preprocess = pipeline.mnist_preprocess(permutation)
-    self.num_classes = pipeline.MNIST_CLASSES if config.conditional else 0
+      permutation = mnist.pixel_permutation(config.pixel_permutation_seed)
+    self._preprocess = mnist.mnist_preprocess(permutation)
+    self.num_classes = mnist.MNIST_CLASSES if config.conditional else 0
 
   def train_batches(self, start_step: int) -> Iterator[Any]:
     """Images, or (images, labels) for a conditional model."""
@@ -106,7 +107,7 @@ class MnistTask(_StateAsItIs):
 
   @staticmethod
   def normalise(x: jax.Array) -> jax.Array:
-    return pipeline.normalise_pixels(x)
+    return mnist.normalise_pixels(x)
 
   def make_evaluator(self, networks: Networks) -> Evaluator:
     return MnistEvaluator(self._config, networks, self._mesh, self._workdir,

@@ -15,7 +15,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bigbigan.config_files import apply_overrides, load_config
-from bigbigan.data import pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # configs/mnist_bigan.py shrunk to seconds; batches divide over 8 devices.
@@ -24,14 +23,14 @@ TINY_MNIST = {"batch_size": 8, "total_steps": 2, "log_every_steps": 1, "eval_eve
               "generator.hidden_sizes": (16, 16), "encoder.hidden_sizes": (16, 16),
               "discriminator.hidden_sizes": (16, 16)}
 
+IMAGE_SHAPE = (28, 28, 1)  # TFDS's MNIST images.
 SPLIT_SIZES = {"train": 20, "test": 11}
 # Example ids of the two splits do not overlap, so a test split can never pass for a train one.
 SPLIT_OFFSETS = {"train": 0, "test": 1000}
 
 
 def mock_image(example_id: int) -> np.ndarray:
-  return np.random.default_rng(example_id).integers(0, 256, pipeline.MNIST_IMAGE_SHAPE,
-                                                    dtype=np.uint8)
+  return np.random.default_rng(example_id).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
 
 
 def mock_label(example_id: int) -> int:
@@ -43,7 +42,7 @@ def ids_of(images: np.ndarray) -> list[int]:
   by_bytes = {mock_image(i).tobytes(): i
               for split, size in SPLIT_SIZES.items()
               for i in range(SPLIT_OFFSETS[split], SPLIT_OFFSETS[split] + size)}
-  return [by_bytes[image.reshape(pipeline.MNIST_IMAGE_SHAPE).tobytes()] for image in images]
+  return [by_bytes[image.reshape(IMAGE_SHAPE).tobytes()] for image in images]
 
 
 def mock_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
@@ -62,7 +61,7 @@ def mock_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=
   if isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding):
     images = [tf.io.encode_png(mock_image(i)).numpy() for i in ids]
   else:
-    images = np.stack([mock_image(i) for i in ids]).reshape(-1, *pipeline.MNIST_IMAGE_SHAPE)
+    images = np.stack([mock_image(i) for i in ids]).reshape(-1, *IMAGE_SHAPE)
   return tf.data.Dataset.from_tensor_slices({
       "image": images, "label": np.array([mock_label(i) for i in ids], np.int64)})
 

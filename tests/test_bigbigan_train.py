@@ -16,7 +16,6 @@ from absl import flags
 
 import bigbigan
 from bigbigan import bigbigan_steps, evaluate, pretrained, runs, sharding, tasks, train
-from bigbigan.data import pipeline
 from bigbigan.evaluation import images as evaluation_images
 from bigbigan.models.networks import build_networks
 from conftest import REPO, free_port, run_processes
@@ -118,7 +117,7 @@ def _class_template_as_dataset(self, split, **kwargs):
   template: all images of a class are equal, so an encoder whose features tell the 10
   templates apart gets every cosine 1-NN right."""
   templates = tf.constant(np.random.default_rng(0).integers(
-      0, 256, (10,) + pipeline.MNIST_IMAGE_SHAPE, dtype=np.uint8))
+      0, 256, (10,) + mnist_mock.IMAGE_SHAPE, dtype=np.uint8))
   return mnist_mock.mock_as_dataset(self, split, **kwargs).map(
       lambda example: {"image": tf.gather(templates, example["label"]),
                        "label": example["label"]})

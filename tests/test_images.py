@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from bigbigan import bigbigan_steps
-from bigbigan.data import images, pipeline
+from bigbigan.data import images, mnist, pipeline
 from bigbigan.errors import ConfigError, DatasetError
 
 
@@ -152,7 +152,7 @@ def test_datasets_stored_decoded_give_the_batches_of_encoded_ones(mock_mnist, mo
     preprocess = images.image_preprocess("mnist", 32, train=True, seed=1)
     train = take_two(pipeline.train_batches("mnist", "train", 4, 0, preprocess,
                                             process_index=0, process_count=1))
-    evaluation = list(pipeline.eval_batches("mnist", "test", 4, pipeline.mnist_preprocess(),
+    evaluation = list(pipeline.eval_batches("mnist", "test", 4, mnist.mnist_preprocess(),
                                             process_index=0, process_count=1))
     return train + evaluation
 

@@ -11,7 +11,7 @@ import pytest
 
 from bigbigan import checkpointing, sharding, steps, train
 from bigbigan import optimizers as optimizers_lib
-from bigbigan.data import pipeline
+from bigbigan.data import mnist
 from bigbigan.errors import ConfigError, DatasetError
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
 from bigbigan.models.networks import build_networks
@@ -35,7 +35,7 @@ def _split(name: str, permutation_seed=None) -> tuple[np.ndarray, np.ndarray]:
   ids = range(SPLIT_OFFSETS[name], SPLIT_OFFSETS[name] + SPLIT_SIZES[name])
   images = np.stack([mock_image(i).reshape(-1) for i in ids])
   if permutation_seed is not None:  # Pixel i becomes the original's pixel permutation[i].
-    images = images[:, pipeline.pixel_permutation(permutation_seed)]
+    images = images[:, mnist.pixel_permutation(permutation_seed)]
   return images, np.array([mock_label(i) for i in ids])
 
 
@@ -59,13 +59,13 @@ def _expected_representation_metrics(config, state, probe: bool) -> dict:
   for them (test_linear_probe.py).
   """
   mesh = sharding.make_mesh()
-  networks = build_networks(config, pipeline.MNIST_PIXELS)
+  networks = build_networks(config, mnist.MNIST_PIXELS)
   d_features = not steps.joint_discriminator(config, networks) and not config.conditional
   features_fn = steps.make_inference_fns(networks, mesh, d_features)["features"]
 
   def features(images):
     padded = np.zeros((-len(images) % 8 + len(images), images.shape[1]), np.float32)
-    padded[:len(images)] = pipeline.normalise_pixels(images)
+    padded[:len(images)] = mnist.normalise_pixels(images)
     found = features_fn(state, sharding.from_host_array(padded, mesh))
     return {name: np.asarray(value)[:len(images)] for name, value in found.items()}
 
@@ -159,9 +159,9 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   # The encoder's 1-NN accuracies are those of the saved state's features, recomputed in
   # this one process.
   config = tiny_mnist_config(eval_linear_probe=False)
-  networks = build_networks(config, pipeline.MNIST_PIXELS)
+  networks = build_networks(config, mnist.MNIST_PIXELS)
   init = functools.partial(init_train_state, networks, optimizers_lib.make_optimizers(config),
-                           data_dim=pipeline.MNIST_PIXELS, latent_dim=config.latent_dim,
+                           data_dim=mnist.MNIST_PIXELS, latent_dim=config.latent_dim,
                            joint=steps.joint_discriminator(config, networks),
                            ema=config.ema_decay > 0)
   # Restored on one device: orbax takes seconds longer for an 8-device replicated copy.

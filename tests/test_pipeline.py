@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bigbigan.data import mnist
 from bigbigan.data import pipeline
 from bigbigan.errors import DatasetError
 from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, ids_of, mock_image, mock_label
@@ -17,7 +18,7 @@ def take(iterator, n):
 
 
 def all_eval_batches(global_batch_size, process_count, preprocess=None):
-  preprocess = preprocess or pipeline.mnist_preprocess()
+  preprocess = preprocess or mnist.mnist_preprocess()
   return [list(pipeline.eval_batches("mnist", "test", global_batch_size, preprocess,
                                      process_index=index, process_count=process_count))
           for index in range(process_count)]
@@ -25,7 +26,7 @@ def all_eval_batches(global_batch_size, process_count, preprocess=None):
 
 def test_batches_are_uint8_pixels_and_int32_labels_of_the_split(mock_mnist):
   train = take(pipeline.train_batches("mnist", "train", 4, seed=0,
-                                      preprocess=pipeline.mnist_preprocess()), 5)
+                                      preprocess=mnist.mnist_preprocess()), 5)
   for batch in train:
     assert set(batch) == {"image", "label"}
     assert batch["image"].shape == (4, 784) and batch["image"].dtype == np.uint8
@@ -55,7 +56,7 @@ def test_two_processes_read_disjoint_parts_that_cover_the_split(mock_mnist):
   for process_index in range(2):
     # Global batch 4 over 2 processes: 2 rows each, so 5 batches are one epoch.
     batches = take(pipeline.train_batches("mnist", "train", 4, seed=0,
-                                          preprocess=pipeline.mnist_preprocess(),
+                                          preprocess=mnist.mnist_preprocess(),
                                           process_index=process_index, process_count=2), 10)
     assert all(len(batch["image"]) == 2 for batch in batches)
     ids = ids_of(np.concatenate([batch["image"] for batch in batches]))
@@ -95,7 +96,7 @@ def test_resumed_iterator_yields_the_batches_of_an_uninterrupted_one(mock_mnist)
   def batches(seed, start_step=0, count=12):
     # 3 rows per step over 10 examples per process: batches straddle epoch boundaries.
     return take(pipeline.train_batches("mnist", "train", 6, seed=seed,
-                                       preprocess=pipeline.mnist_preprocess(),
+                                       preprocess=mnist.mnist_preprocess(),
                                        start_step=start_step, process_index=1,
                                        process_count=2), count)
 
@@ -114,36 +115,13 @@ def test_resumed_iterator_yields_the_batches_of_an_uninterrupted_one(mock_mnist)
   assert order(1) != order(0)
 
 
-def test_pixel_permutation_is_a_fixed_bijection():
-  permutation = pipeline.pixel_permutation(0)
-  assert permutation.shape == (784,)
-  np.testing.assert_array_equal(np.sort(permutation), np.arange(784))
-  assert (permutation != np.arange(784)).mean() > 0.99
-  np.testing.assert_array_equal(pipeline.pixel_permutation(0), permutation)
-  assert not np.array_equal(pipeline.pixel_permutation(1), permutation)
-  with pytest.raises(ValueError, match="permutation"):
-    pipeline.mnist_preprocess(np.zeros(784, np.int32))
-
-
-def test_permuted_preprocess_applies_the_same_permutation_to_every_image(mock_mnist):
-  permutation = pipeline.pixel_permutation(0)
-  [plain] = all_eval_batches(4, process_count=1)
-  [permuted] = all_eval_batches(4, 1, pipeline.mnist_preprocess(permutation))
-  for plain_batch, permuted_batch in zip(plain, permuted, strict=True):
-    np.testing.assert_array_equal(permuted_batch["image"], plain_batch["image"][:, permutation])
-    # Invertible: the inverse permutation gives back the original pixels.
-    np.testing.assert_array_equal(permuted_batch["image"][:, np.argsort(permutation)],
-                                  plain_batch["image"])
-    np.testing.assert_array_equal(permuted_batch["label"], plain_batch["label"])
-
-
 def test_dataset_that_is_not_prepared_raises_a_one_line_error(tmp_path):
   data_dir = str(tmp_path / "empty")
   calls = [
       lambda: pipeline.num_examples("mnist", "train", data_dir=data_dir),
-      lambda: pipeline.train_batches("mnist", "train", 4, 0, pipeline.mnist_preprocess(),
+      lambda: pipeline.train_batches("mnist", "train", 4, 0, mnist.mnist_preprocess(),
                                      data_dir=data_dir),
-      lambda: pipeline.eval_batches("mnist", "test", 4, pipeline.mnist_preprocess(),
+      lambda: pipeline.eval_batches("mnist", "test", 4, mnist.mnist_preprocess(),
                                     data_dir=data_dir),
   ]
   for call in calls:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bigbigan import sharding
+from bigbigan.data import mnist
 from bigbigan.data import pipeline
 from bigbigan.evaluation import streaming_probe
 from bigbigan.evaluation.streaming_probe import (evaluate_probe, feature_batches,
@@ -127,7 +128,7 @@ def test_two_processes_feed_every_example_once_per_epoch(mock_mnist):
   mesh = sharding.make_mesh()
 
   def global_batches(split):
-    per_process = [list(pipeline.eval_batches("mnist", split, 8, pipeline.mnist_preprocess(),
+    per_process = [list(pipeline.eval_batches("mnist", split, 8, mnist.mnist_preprocess(),
                                               mock_mnist, process_index=p, process_count=2))
                    for p in range(2)]
     assert len(per_process[0]) == len(per_process[1])
@@ -203,13 +204,3 @@ def test_standardisation_matches_numpy_on_offset_features():
   np.testing.assert_allclose(got["feature_mean"], reference.mean(axis=0), rtol=1e-6)
   np.testing.assert_allclose(got["feature_scale"][:4], reference.std(axis=0)[:4], rtol=1e-4)
   assert got["feature_scale"][4] == np.float32(streaming_probe.MIN_FEATURE_SCALE)
-
-
-def test_hold_out_splits_every_example_once():
-  features = np.arange(50, dtype=np.float32)[:, None]
-  (rest, rest_labels), (held, held_labels) = streaming_probe.hold_out(features, -features[:, 0],
-                                                                      12, seed=4)
-  assert len(held) == 12 and len(rest) == 38
-  np.testing.assert_array_equal(np.sort(np.concatenate([rest, held])[:, 0]), np.arange(50))
-  np.testing.assert_array_equal(held_labels, -held[:, 0])  # Labels stay with their rows.
-  assert not np.array_equal(held[:, 0], np.arange(12))  # Random, not the first rows.

@@ -44,9 +44,6 @@ from bigbigan.errors import ConfigError, DatasetError
 Example = dict[str, tf.Tensor]
 Preprocess = Callable[[Example], Example]
 
-MNIST_IMAGE_SHAPE = (28, 28, 1)
-MNIST_PIXELS = 28 * 28
-MNIST_CLASSES = 10
 MASK_KEY = "mask"
 STREAM_INDEX_KEY = "stream_index"  # Added to training examples before `preprocess`.
 # Datasets whose files must be downloaded by hand before `tfds build`.
@@ -253,7 +250,7 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
     preprocess: maps one TFDS example (a dict of tensors, its image encoded where the
       dataset stores it so (`late_decoders`), plus its int64 position in the training
       stream of all processes under STREAM_INDEX_KEY, to seed augmentations) to a dict of
-      fixed-shape tensors, e.g. `mnist_preprocess()`; it runs inside tf.data.
+      fixed-shape tensors, e.g. `data.mnist.mnist_preprocess()`; it runs inside tf.data.
     data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR`).
     start_step: the first step to yield; a resumed run passes its restored step.
     process_index: this process; defaults to `jax.process_index()`.
@@ -414,58 +411,3 @@ def _counting_skipped_evaluation(batches: Iterator[dict[str, np.ndarray]], datas
   if real < size:
     logging.warning("%s: evaluation of split '%s' skipped %d of this process's %d image "
                     "files, which do not read or decode", dataset, split, size - real, size)
-
-
-# ---------------------------------------------------------------------------------------
-# Permutation-invariant MNIST.
-
-
-def pixel_permutation(seed: int) -> np.ndarray:
-  """A fixed random permutation of MNIST's 784 pixels, drawn from `seed`.
-
-  Models of flattened images that see no pixel neighbourhoods (MLPs) must reach the same
-  accuracy on permuted images: the BiGAN paper's "permutation-invariant" MNIST.
-
-  Args:
-    seed: the permutation's seed.
-
-  Returns:
-    An int32 array holding each of 0..783 once.
-  """
-  return np.random.default_rng(seed).permutation(MNIST_PIXELS).astype(np.int32)
-
-
-def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
-  """The preprocessing of permutation-invariant MNIST, for `train_batches`/`eval_batches`.
-
-  Args:
-    permutation: None, or a permutation of 0..783 (`pixel_permutation`); pixel `i` of every
-      output image is pixel `permutation[i]` of the flattened input.
-
-  Returns:
-    A function from a TFDS MNIST example {"image": uint8[28, 28, 1] or its encoded bytes,
-    "label": int64} to {"image": uint8[784], "label": int32}.
-  """
-  if permutation is not None:
-    permutation = np.asarray(permutation)
-    if (permutation.shape != (MNIST_PIXELS,)
-        or not np.array_equal(np.sort(permutation), np.arange(MNIST_PIXELS))):
-      raise ValueError(f"permutation must hold each of 0..{MNIST_PIXELS - 1} once, got shape "
-                       f"{permutation.shape}")
-    permutation = permutation.astype(np.int32)
-
-  def preprocess(example: Example) -> Example:
-    image = example["image"]
-    if image.dtype == tf.string:  # Encoded (PNG in TFDS's MNIST), decoded late.
-      image = tf.io.decode_image(image, channels=1, expand_animations=False)
-    image = tf.reshape(image, [MNIST_PIXELS])
-    if permutation is not None:
-      image = tf.gather(image, permutation)
-    return {"image": image, "label": tf.cast(example["label"], tf.int32)}
-
-  return preprocess
-
-
-def normalise_pixels(images):
-  """uint8 [0, 255] -> float32 [0, 1], the range of G's sigmoid output (on the devices)."""
-  return images.astype(np.float32) / 255.0

@@ -46,6 +46,7 @@ from bigbigan.evaluation import fid as fid_lib
 from bigbigan.evaluation import inception
 from bigbigan.evaluation import plots
 from bigbigan.evaluation import streaming_probe
+from bigbigan.evaluation import torch_weights
 from bigbigan.evaluation.knn import knn_accuracy
 from bigbigan.evaluation.representation import compute_features
 from bigbigan.models.networks import Networks
@@ -214,7 +215,7 @@ class ImageEvaluator:
             "config.inception_weights is empty: download pytorch-fid's weights "
             f"({inception.FID_WEIGHTS_URL}) and set --config.inception_weights=PATH")
       try:
-        variables = inception.load_fid_inception(path)
+        variables = torch_weights.load_fid_inception(path)
       except (FileNotFoundError, ValueError) as error:
         raise MetricUnavailable(str(error)) from error
       variables = jax.device_put(variables, sharding.replicated(self._mesh))

@@ -153,26 +153,6 @@ def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
   return {k: float(np.mean(predicted == test_labels)) for k, predicted in predictions.items()}
 
 
-def nearest_neighbor_predictions(train_features: np.ndarray, train_labels: np.ndarray,
-                                 test_features: np.ndarray, mesh: Mesh, metric: str = "l2",
-                                 chunk_size: int = 1024) -> np.ndarray:
-  """The label of each test example's nearest training example.
-
-  Args:
-    train_features: [N, D] features of the labelled set.
-    train_labels: [N] integer labels.
-    test_features: [M, D] features to classify.
-    mesh: the device mesh; the training set is sharded over its `data` axis.
-    metric: "l2" (Euclidean) or "cosine" (cosine similarity).
-    chunk_size: test examples per device call.
-
-  Returns:
-    [M] predicted labels (ties go to the lowest training index, as np.argmin does).
-  """
-  return knn_predictions(train_features, train_labels, test_features, mesh, (1,), metric,
-                         chunk_size)[1]
-
-
 def nearest_neighbor_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
                               test_features: np.ndarray, test_labels: np.ndarray, mesh: Mesh,
                               metric: str = "l2") -> float:

@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 
 from bigbigan import sharding
 from bigbigan import steps
+from bigbigan.data import mnist as mnist_data
 from bigbigan.data import pipeline
 from bigbigan.evaluation import plots
 from bigbigan.evaluation.representation import compute_features, representation_metrics
@@ -115,13 +116,13 @@ class MnistEvaluator:
       grids = {"data x": x, **grids,
                "reconstructions G(E(x))": self._fns["generate"](state, z_mean)}
     # A collective: every process gathers, process 0 alone draws.
-    side = int(np.sqrt(pipeline.MNIST_PIXELS))
+    side = int(np.sqrt(mnist_data.MNIST_PIXELS))
     images = {name: sharding.gather_rows(v, GRID_IMAGES).reshape(-1, side, side)
               for name, v in grids.items()}
     if jax.process_index() == 0:
       if self._config.pixel_permutation_seed is not None:
         # Show digits, not permuted pixels: undo the fixed permutation for the figure.
-        inverse = np.argsort(pipeline.pixel_permutation(self._config.pixel_permutation_seed))
+        inverse = np.argsort(mnist_data.pixel_permutation(self._config.pixel_permutation_seed))
         images = {name: v.reshape(len(v), -1)[:, inverse].reshape(v.shape)
                   for name, v in images.items()}
       title = f"step {step}: 1-NN {100 * metrics.get('knn_1_accuracy', float('nan')):.2f}%"

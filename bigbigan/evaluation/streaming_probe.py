@@ -176,26 +176,6 @@ def in_memory_batches(features: np.ndarray, labels: np.ndarray, batch_size: int,
   return batches
 
 
-def hold_out(features: np.ndarray, labels: np.ndarray, size: int, seed: int = 0
-             ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """Splits a labelled set into (rest, held out `size` random examples), e.g. train_val.
-
-  Args:
-    features: [N, D] features.
-    labels: [N] labels.
-    size: examples to hold out, in [1, N).
-    seed: which examples.
-
-  Returns:
-    ((features, labels) of the rest, (features, labels) held out), each in the given order.
-  """
-  if not 0 < size < len(features):
-    raise ValueError(f"cannot hold out {size} of {len(features)} examples")
-  held = np.zeros(len(features), bool)
-  held[np.random.default_rng(seed).choice(len(features), size, replace=False)] = True
-  return (features[~held], labels[~held]), (features[held], labels[held])
-
-
 def _on_mesh(batch: Batch, mesh: Mesh) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(features, labels, mask) as global arrays; numpy arrays are this process's rows."""
   def place(value):
@@ -462,7 +442,7 @@ def train_linear_probe_in_memory(train: tuple[np.ndarray, np.ndarray],
   the same result.
 
   Args:
-    train: ([N, D] features, [N] labels) to train on (e.g. `hold_out`'s rest).
+    train: ([N, D] features, [N] labels) to train on.
     train_val: the same for early stopping.
     validation: the same for the reported accuracy.
     num_classes: labels are in [0, num_classes).

@@ -216,5 +216,3 @@ class RevNet(nn.Module):
 
 
 RevNet50 = functools.partial(RevNet, depth=50)  # width=1, 2 or 4: RevNet-50 x1, x2, x4.
-# Test-only: the same structure, 16x narrower and shallower.
-_TinyRevNet = functools.partial(RevNet, depth=26, base_width=4)
