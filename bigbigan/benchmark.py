@@ -5,7 +5,7 @@ with `--pipeline`, the input pipeline alone.
         [--steps=10] [--config.batch_size=256]
     python -m bigbigan.benchmark --config=configs/biggan.py --pipeline
 
-Builds the state and the jitted update of `bigbigan_steps.py` for the config (the global
+Builds the state and the jitted update of the config's family (families/) for the config (the global
 batch over every device's `data` shard), feeds it random uint8 images already on the
 devices (the input pipeline is not measured), and reports:
 - `compile_seconds`, `median_step_seconds` (over `--steps` after two warm-up steps);
@@ -40,7 +40,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import bigbigan_steps, sharding, train
+from bigbigan import families, sharding, train
+from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.summary import xla_flops
 
@@ -52,11 +53,11 @@ def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
   if config.batch_size % mesh.devices.size:
     raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
                       f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}")
-  state, train_step = bigbigan_steps.create_state_and_step(config, mesh)
+  state, train_step = families.create_state_and_update(config, mesh)
   side = config.encoder.resolution if config.encoder.kind != "none" else config.resolution
   shape = (config.d_steps, config.batch_size, side, side, 3)
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8),
-                          bigbigan_steps.image_sharding(mesh))
+                          image_sharding(mesh))
 
   start = time.perf_counter()
   compiled = train_step.lower(state, images).compile()
@@ -99,7 +100,7 @@ def _host_fed_batches(images: jax.Array, mesh) -> dict:
   (through `prefetch_to_mesh`, 2 ahead as in train.py, or not at all ahead), or the
   batch already on the devices."""
   host_rows = [np.array(jax.device_get(images)) + i for i in range(3)]  # Distinct buffers.
-  axis = bigbigan_steps.IMAGE_BATCH_AXIS
+  axis = IMAGE_BATCH_AXIS
   return {"on_device": itertools.repeat(images),
           **{name: sharding.prefetch_to_mesh(itertools.cycle(host_rows), mesh, axis, size=size)
              for name, size in (("no_prefetch", 0), ("prefetch", train.DEVICE_PREFETCH))}}

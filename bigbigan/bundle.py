@@ -23,12 +23,16 @@ import json
 import uuid
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from etils import epath
 from flax import serialization
 
 from bigbigan import __version__
 from bigbigan import files
 from bigbigan.errors import BundleError
+from bigbigan.state import NetworkState, TrainState, inference_batch_stats, inference_params
 
 FORMAT = "bigbigan-bundle"
 FORMAT_VERSION = 1
@@ -159,3 +163,38 @@ def read_bundle(path: str) -> tuple[dict, dict[str, Any]]:
     raise BundleError(f"bundle {path} is corrupt ({WEIGHTS} cannot be read: {error}): "
                       "export or copy it again") from error
   return manifest, weights
+
+
+def bundle_weights(state: TrainState, with_discriminator: bool) -> dict:
+  """What a bundle keeps of a TrainState: G's and E's inference (EMA) params with their own
+  (standing) BatchNorm statistics and the spectral-norm vectors; D's live ones if
+  `with_discriminator`."""
+  weights = {}
+  for name in ("generator", "encoder") + (("discriminator",) * with_discriminator):
+    network = getattr(state, name)
+    if name == "discriminator":
+      params, batch_stats = network.params, network.batch_stats
+    else:
+      params, batch_stats = inference_params(state, name), inference_batch_stats(state, name)
+    weights[name] = {"params": params, "batch_stats": batch_stats,
+                     "spectral": network.spectral}
+  return weights
+
+
+def parameter_counts(weights: dict) -> dict[str, int]:
+  """{network: its number of learned parameters} of bundle weights."""
+  return {name: int(sum(np.size(leaf) for leaf in jax.tree.leaves(w["params"])))
+          for name, w in weights.items()}
+
+
+def state_from_weights(weights: dict) -> TrainState:
+  """A TrainState for the predict functions: the bundle's params as the live ones."""
+  def network(name):
+    if name not in weights:
+      return None
+    return NetworkState(params=weights[name]["params"], opt_state=None,
+                        batch_stats=weights[name]["batch_stats"],
+                        spectral=weights[name]["spectral"])
+  return TrainState(step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(0),
+                    generator=network("generator"), encoder=network("encoder"),
+                    discriminator=network("discriminator"))

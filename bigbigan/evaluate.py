@@ -1,4 +1,4 @@
-"""Evaluates a BigBiGAN run's checkpoint: `python -m bigbigan.evaluate --workdir=DIR`.
+"""Evaluates a run's checkpoint: `python -m bigbigan.evaluate --workdir=DIR`.
 
     python -m bigbigan.evaluate --workdir=/tmp/bigbigan_mnist \
         [--step=N|best] [--metrics=linear_probe,knn,fid,is,reports] [--inception_weights=PATH]
@@ -7,8 +7,8 @@
 DIR may be local or a URL (gs://bucket/run). The run's own config (DIR/config.json) rebuilds
 its networks; the checkpoint of `--step` (default: the latest) is read from the run's
 checkpoint directory (its config's `checkpoint_dir`, by default DIR/checkpoints), restored
-and its EMA weights evaluated with the suite that training runs periodically
-(bigbigan/evaluation/images.py; `--metrics` defaults to the config's `eval_metrics`).
+and its EMA weights evaluated by the evaluators that training runs periodically
+(evaluation/registry.py; `--metrics` defaults to the config's `eval_metrics`).
 Results are added to DIR/metrics.jsonl as one line {"step": N, "evaluation":
 "bigbigan.evaluate", ...}, written to TensorBoard (scalars and the report images), and
 printed as a table; process 0 alone writes. A metric that cannot run (no Inception weights,
@@ -25,12 +25,12 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from bigbigan import distributed, metric_logging, runs, sharding, tasks
-from bigbigan.config_validation import validate_splits
+from bigbigan import distributed, families, metric_logging, run_directory, sharding
 from bigbigan.data import pipeline
+from bigbigan.data.splits import validate_splits
 from bigbigan.errors import BigBiganError, ConfigError
-from bigbigan.evaluation import images
-from bigbigan.train import write_evaluation
+from bigbigan.evaluation.context import EvaluationContext
+from bigbigan.evaluation.registry import Evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
 _STEP = flags.DEFINE_string("step", None, "The checkpoint's step, or 'best' (the checkpoint "
@@ -49,30 +49,33 @@ def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None
   """Restores `workdir`'s checkpoint `step` (default: the latest) and evaluates it.
 
   Args:
-    config: the run's config (`runs.load_run_config`).
+    config: the run's config (`run_directory.load_run_config`).
     workdir: the run's directory; figures and the FID reference statistics go there too.
-    step: the checkpoint's step, None for the latest, or "best" (runs.restore_run).
-    metrics: a subset of evaluation.images.METRICS; None: `config.eval_metrics`.
+    step: the checkpoint's step, None for the latest, or "best" (run_directory.restore_run).
+    metrics: evaluators of the run's family (its EVAL_METRICS); None: `config.eval_metrics`.
     devices: the mesh's devices (default: all).
 
   Returns:
     (step, results: scalars and "report/..." images, errors: metric -> why it did not run).
 
   Raises:
-    ConfigError: the run is not a BigBiGAN run or a metric is unknown.
+    ConfigError: a metric is unknown for the run's family.
     CheckpointError: no (such) checkpoint, or one the config cannot read.
   """
-  runs.require_bigbigan(config, workdir, "bigbigan.evaluate")
+  family = families.of(config)
   validate_splits(config)
-  unknown = set(metrics or ()) - set(images.METRICS)
+  unknown = set(metrics or ()) - set(family.EVAL_METRICS)
   if unknown:
-    raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {images.METRICS}")
+    raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {family.EVAL_METRICS}")
   mesh = sharding.make_mesh(devices)
-  task = tasks.make_task(config, mesh, workdir)
-  step, state, networks = runs.restore_run(config, workdir, step, mesh)
-  evaluator = task.make_evaluator(networks, metrics)
-  results = evaluator(state, step)
-  return step, results, dict(evaluator.errors)
+  data = family.make_data(config, mesh)
+  step, state, networks = run_directory.restore_run(config, workdir, step, mesh)
+  for_inference = data.make_inference_state_fn(networks)
+  evaluation = Evaluation(EvaluationContext(
+      config, mesh, workdir, data,
+      families.initial_state_for_evaluation(config, networks, mesh, for_inference)), metrics)
+  results = evaluation.run(family.make_predict_fns(config, networks, mesh), state, step)
+  return step, results, dict(evaluation.errors)
 
 
 def write_results(workdir: str, step: int, results: dict) -> None:
@@ -82,7 +85,7 @@ def write_results(workdir: str, step: int, results: dict) -> None:
   metric_logging.append_jsonl(epath.Path(workdir) / metric_logging.METRICS_FILE,
                               [{"step": step, "evaluation": "bigbigan.evaluate", **scalars}])
   writer = metric_logging.create_evaluation_writer(workdir)
-  write_evaluation(writer, step, results)
+  metric_logging.write_evaluation(writer, step, results)
   writer.close()
 
 
@@ -102,13 +105,13 @@ def main(argv):
   pipeline.hide_accelerators_from_tensorflow()
   distributed.initialize_if_requested()
   try:
-    config = runs.load_run_config(_WORKDIR.value)
+    config = run_directory.load_run_config(_WORKDIR.value)
     if _INCEPTION_WEIGHTS.value is not None:
       config.inception_weights = _INCEPTION_WEIGHTS.value
     if _DATA_DIR.value is not None:
       config.data_dir = _DATA_DIR.value
     step, results, errors = evaluate_checkpoint(config, _WORKDIR.value,
-                                                runs.parse_step(_STEP.value), _METRICS.value)
+                                                run_directory.parse_step(_STEP.value), _METRICS.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)

@@ -115,3 +115,11 @@ def create_evaluation_writer(workdir: str) -> metric_writers.MetricWriter:
   """TensorBoard + console, for results written beside a run's own (bigbigan.evaluate)."""
   return metric_writers.MultiWriter([metric_writers.LoggingWriter(),
                                      tensorboard_events.EventFileWriter(workdir)])
+
+
+def write_evaluation(writer: metric_writers.MetricWriter, step: int, results: dict) -> None:
+  """An evaluation's results: scalars, and images ([1, H, W, C] arrays) for TensorBoard."""
+  writer.write_scalars(step, {k: v for k, v in results.items() if np.ndim(v) == 0})
+  images = {k: v for k, v in results.items() if np.ndim(v) == 4}
+  if images:
+    writer.write_images(step, images)

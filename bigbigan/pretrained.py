@@ -13,11 +13,11 @@ The names and value ranges are those of TF Hub's bigbigan-resnet50 and bigbigan-
 modules, so a model trained here replaces them. Every method takes any batch size and returns
 NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each
 compiles once), each chunk sharded over the local devices and run by the jitted
-evaluation-mode networks of bigbigan_steps.make_bigbigan_inference_fns, the functions that
-evaluation uses: G and E with their EMA weights and those networks' own (standing) BatchNorm
+evaluation-mode networks of the BigBiGAN family's predict functions (bigbigan_predict.py),
+the functions that evaluation uses: G and E with their EMA weights and those networks' own (standing) BatchNorm
 statistics; uint8 images are normalised on the devices as there. Results are per image:
 eval-mode BatchNorm keeps rows independent, and z_sample's noise is a function of each
-image's 8-bit pixel values and `seed` (bigbigan_steps.per_image_noise), so an image's
+image's 8-bit pixel values and `seed` (bigbigan_predict.per_image_noise), so an image's
 outputs do not depend on the batch it comes in, nor on uint8 or float input, beyond float
 rounding (XLA's kernels may round differently at another batch size: about 1e-6). Images of
 another size are framed and resized as the pipeline's evaluation preprocessing does (the
@@ -25,61 +25,23 @@ central square, bicubic and antialiased, rounded to 8 bits) to the encoder's res
 for D, to G's.
 """
 
-import json
 import math
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigbigan import __version__, bigbigan_steps, bundle, checkpointing, runs, sharding
-from bigbigan.errors import BundleError, ConfigError, InputError
-from bigbigan.models.networks import build_networks
-from bigbigan.state import NetworkState, TrainState, inference_batch_stats, inference_params
-from bigbigan.steps import sample_prior
+from bigbigan import bundle, checkpointing, run_directory, sharding
+from bigbigan.errors import BundleError, InputError
+from bigbigan.families import bigbigan as bigbigan_family
 
 # Float images may exceed [-1, 1] by rounding (x / 127.5 - 1 computed with an FMA does).
 RANGE_SLACK = 1e-5
 # D's score names in our networks -> in the released modules' `discriminate`.
 SCORE_NAMES = {"xz": "score_xz", "x": "score_x", "z": "score_z"}
-
-
-def bundle_weights(state: TrainState, with_discriminator: bool) -> dict:
-  """What a bundle keeps of a TrainState: G's and E's inference (EMA) params with their own
-  (standing) BatchNorm statistics and the spectral-norm vectors; D's live ones if
-  `with_discriminator`."""
-  weights = {}
-  for name in ("generator", "encoder") + (("discriminator",) * with_discriminator):
-    network = getattr(state, name)
-    if name == "discriminator":
-      params, batch_stats = network.params, network.batch_stats
-    else:
-      params, batch_stats = inference_params(state, name), inference_batch_stats(state, name)
-    weights[name] = {"params": params, "batch_stats": batch_stats,
-                     "spectral": network.spectral}
-  return weights
-
-
-def parameter_counts(weights: dict) -> dict[str, int]:
-  """{network: its number of learned parameters} of bundle weights."""
-  return {name: int(sum(np.size(leaf) for leaf in jax.tree.leaves(w["params"])))
-          for name, w in weights.items()}
-
-
-def _state_from_weights(weights: dict) -> TrainState:
-  """A TrainState for the inference functions: the bundle's params as the live ones."""
-  def network(name):
-    if name not in weights:
-      return None
-    return NetworkState(params=weights[name]["params"], opt_state=None,
-                        batch_stats=weights[name]["batch_stats"],
-                        spectral=weights[name]["spectral"])
-  return TrainState(step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(0),
-                    generator=network("generator"), encoder=network("encoder"),
-                    discriminator=network("discriminator"))
 
 
 def _as_images(images, what: str = "images") -> np.ndarray:
@@ -134,10 +96,10 @@ class PretrainedBigBiGAN:
     self.resolution = config.resolution
     self.encoder_resolution = config.encoder.resolution
     self.has_discriminator = "discriminator" in weights
-    networks = build_networks(config)
-    abstract_state = jax.eval_shape(bigbigan_steps.state_initializer(config, networks),
+    networks = bigbigan_family.build_networks(config)
+    abstract_state = jax.eval_shape(bigbigan_family.state_initializer(config, networks),
                                     jax.random.PRNGKey(0))
-    expected = bundle_weights(abstract_state, self.has_discriminator)
+    expected = bundle.bundle_weights(abstract_state, self.has_discriminator)
     problem = checkpointing.describe_mismatch(expected, weights)
     if problem:
       raise BundleError(f"the bundle's weights do not fit its config ({problem}): it was "
@@ -146,12 +108,12 @@ class PretrainedBigBiGAN:
     self._devices = self._mesh.devices.size
     self._max_chunk = -(-max_batch_size // self._devices) * self._devices
     self._batch = sharding.batch_sharded(self._mesh)
-    self._state = jax.device_put(_state_from_weights(weights),
+    self._state = jax.device_put(bundle.state_from_weights(weights),
                                  sharding.replicated(self._mesh))
-    self._fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, self._mesh)
-    # uint8 images travel as such and are normalised on the devices, as in evaluation.
-    self._normalise = jax.jit(bigbigan_steps.normalise_images)
-    self._parameters = parameter_counts(weights)
+    # The functions evaluation runs; uint8 images travel as such and are normalised on the
+    # devices, as there.
+    self._predict = bigbigan_family.make_predict_fns(config, networks, self._mesh)
+    self._parameters = bundle.parameter_counts(weights)
 
   def __repr__(self) -> str:
     e = self.config.encoder
@@ -177,7 +139,7 @@ class PretrainedBigBiGAN:
       pieces = [np.concatenate([p, np.zeros((padding,) + p.shape[1:], p.dtype)])
                 for p in pieces]
       pieces = [jax.device_put(p, self._batch) for p in pieces]
-      out = fn(*(self._normalise(p) if p.dtype == jnp.uint8 else p for p in pieces))
+      out = fn(*(self._predict.normalise(p) if p.dtype == jnp.uint8 else p for p in pieces))
       outputs.append(jax.tree.map(lambda v: np.asarray(v)[:size - padding], out))
     return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)
 
@@ -198,12 +160,12 @@ class PretrainedBigBiGAN:
         `encoder_resolution` if H, W differ.
       seed: z_sample's noise; an image and a seed always give the same z_sample.
     """
-    return self._run(lambda x: self._fns["encode"](self._state, x, seed), _as_images(images))
+    return self._run(lambda x: self._predict.encode(self._state, x, seed), _as_images(images))
 
   def generate(self, z) -> np.ndarray:
     """G(z): float32 [N, resolution, resolution, 3] in [-1, 1] for z [N, latent_dim]."""
     z = self._latents(z)
-    return self._run(lambda z: self._fns["generate"](self._state, z), z)
+    return self._run(lambda z: self._predict.generate(self._state, z), z)
 
   def reconstruct(self, images, use_sample: bool = False, seed: int = 0) -> np.ndarray:
     """G(E(images)), from z_mean (or z_sample with `use_sample`), at G's resolution."""
@@ -218,13 +180,12 @@ class PretrainedBigBiGAN:
                        "python -m bigbigan.export --with_discriminator")
     x = _as_images(x, "x")
     z = self._latents(z, len(x))
-    scores = self._run(lambda x, z: self._fns["discriminate"](self._state, x, z), x, z)
+    scores = self._run(lambda x, z: self._predict.discriminate(self._state, x, z), x, z)
     return {SCORE_NAMES[name]: score for name, score in scores.items()}
 
   def sample_latents(self, n: int, seed: int = 0) -> np.ndarray:
     """n draws of z from the model's prior (config.latent_prior), float32 [n, latent_dim]."""
-    z = sample_prior(jax.random.PRNGKey(seed), (n, self.latent_dim), self.config.latent_prior)
-    return np.asarray(z, np.float32)
+    return self._predict.sample_latents(jax.random.PRNGKey(seed), n).astype(np.float32)
 
 
 def load(path: str, devices: Optional[Sequence[jax.Device]] = None,
@@ -235,80 +196,5 @@ def load(path: str, devices: Optional[Sequence[jax.Device]] = None,
     BundleError: the path is missing, not a bundle, of another format version, or corrupt.
   """
   manifest, weights = bundle.read_bundle(path)
-  return PretrainedBigBiGAN(runs.config_from_dict(manifest["config"]), weights,
+  return PretrainedBigBiGAN(run_directory.config_from_dict(manifest["config"]), weights,
                             manifest["step"], devices, max_batch_size)
-
-
-# Export: a run's checkpoint -> a bundle (python -m bigbigan.export is the command line).
-
-
-def _readme(manifest: dict, out: str) -> str:
-  config = manifest["config"]
-  encoder = config["encoder"]
-  networks = "\n".join(f"- {name}: {info['parameters']:,} parameters"
-                       for name, info in manifest["networks"].items())
-  discriminator = ("included (`discriminate(x, z)`)" if "discriminator" in manifest["networks"]
-                   else "not included (export with --with_discriminator)")
-  return f"""# BigBiGAN bundle: step {manifest['step']} of `{manifest['source']}`
-
-Written by `python -m bigbigan.export` (bigbigan {manifest['bigbigan_version']}); format
-`{manifest['format']}` version {manifest['format_version']}; content checksum
-`{manifest['checksum']}` (bundle.json).
-
-    import bigbigan
-    model = bigbigan.load("{out}")
-    features = model.encode(images)  # uint8 [N, H, W, 3] or float in [-1, 1]
-
-- Encoder: {encoder['backbone']}-{encoder['depth']} x{encoder['width']} ({encoder['kind']}), \
-input {encoder['resolution']}x{encoder['resolution']} RGB (other sizes are resized). `encode` \
-returns z_mean and z_sample [N, {config['latent_dim']}], avepool_feat and bn_crelu_feat.
-- Generator: BigGAN at {config['resolution']}x{config['resolution']}; `generate(z)` takes \
-z [N, {config['latent_dim']}] ({config['latent_prior']} prior) and returns images in [-1, 1]; \
-`reconstruct(images)` is G(E(x)).
-- Discriminator: {discriminator}.
-- Trained on `{config['dataset']}` (`{config['train_split']}`).
-
-Weights (weights.msgpack): G and E are the moving averages (EMA) that evaluation uses,
-with BatchNorm's running statistics and spectral norm's vectors.
-{networks}
-
-The run's whole config is in bundle.json ("config").
-"""
-
-
-def export_run(workdir: str, out: str, step: Union[int, str, None] = None,
-               with_discriminator: bool = False, overwrite: bool = False) -> dict:
-  """Writes the bundle of `workdir`'s checkpoint `step` (None: the latest; "best": the best
-  by the run's selection metric) to `out`.
-
-  Returns:
-    The bundle's manifest.
-
-  Raises:
-    ConfigError: not a BigBiGAN run with an encoder.
-    CheckpointError: no (such) checkpoint, or one the config cannot read.
-    BundleError: `out` exists (without `overwrite`) or is not a bundle.
-  """
-  config = runs.load_run_config(workdir)
-  runs.require_bigbigan(config, workdir, "bigbigan.export")
-  if config.encoder.kind == "none":
-    raise ConfigError(f"{workdir} trained no encoder (config.encoder.kind='none'): there is "
-                      "nothing to encode with; export a run with an encoder")
-  if config.num_classes:
-    raise ConfigError(f"{workdir} is class-conditional (config.num_classes="
-                      f"{config.num_classes}): bundles hold unconditional models (generate "
-                      "takes z alone, as the released BigBiGAN's); export an unconditional run")
-  # One device is enough to read the weights, and keeps every device free on a training host.
-  mesh = sharding.make_mesh(jax.local_devices()[:1])
-  step, state, _ = runs.restore_run(config, workdir, step, mesh)
-  weights = jax.tree.map(np.asarray, bundle_weights(state, with_discriminator))
-  fields = {
-      "bigbigan_version": __version__,
-      "step": int(step),
-      "source": str(workdir),
-      "networks": {name: {"parameters": count}
-                   for name, count in parameter_counts(weights).items()},
-      "config": json.loads(config.to_json_best_effort()),
-  }
-  return bundle.write_bundle(out, fields, weights, lambda manifest: _readme(manifest, out),
-                             overwrite)

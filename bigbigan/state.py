@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigbigan.models.networks import Networks
 
 
 @flax.struct.dataclass
@@ -50,34 +49,6 @@ def init_network(module, tx: optax.GradientTransformation, rng: jax.Array,
   return NetworkState(params=params, opt_state=tx.init(params),
                       batch_stats=variables.get("batch_stats", {}),
                       spectral=variables.get("spectral", {}))
-
-
-def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
-                     rng: jax.Array, data_dim: int, latent_dim: int, joint: bool = True,
-                     num_classes: int = 0, ema: bool = False) -> TrainState:
-  """Initialises every network from `rng` (a pure function: jit it with output shardings).
-
-  `joint`: D sees (x, z) pairs if the model has an encoder (BiGAN/ALI), else x alone.
-  `num_classes` > 0: a conditional model, whose G and D also take the one-hot label.
-  `ema`: keep moving averages of G's and E's params, starting from their initial values.
-  """
-  g_rng, e_rng, d_rng, step_rng = jax.random.split(rng, 4)
-  x = jnp.zeros((1, data_dim), jnp.float32)
-  encoder = None
-  if networks.encoder is not None:
-    encoder = init_network(networks.encoder, optimizers["encoder"], e_rng, x)
-  side_dim = latent_dim * (joint and networks.encoder is not None) + num_classes
-  d_inputs = (x,) if not side_dim else (x, jnp.zeros((1, side_dim), jnp.float32))
-  g_input = jnp.zeros((1, latent_dim + num_classes), jnp.float32)
-  state = TrainState(
-      step=jnp.zeros((), jnp.int32),
-      rng=step_rng,
-      generator=init_network(networks.generator, optimizers["generator"], g_rng, g_input),
-      encoder=encoder,
-      discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
-                                 *d_inputs),
-  )
-  return state.replace(ema=averaged_params(state)) if ema else state
 
 
 def averaged_params(state: TrainState) -> dict:

@@ -13,17 +13,13 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan.models.networks import build_networks
-
-# The input size of the MLP networks per dataset (flattened MNIST; 2-D mixture points).
-MLP_DATA_DIMS = {"mnist": 784, "mixture": 2}
+from bigbigan import families
 
 
 def xla_flops(computation) -> float:
@@ -37,37 +33,15 @@ def _count(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
-def _example_inputs(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
-  """One example of each input of the network `name`, as abstract arrays."""
-  if config.network == "biggan":
-    # E has its own input resolution (BigBiGAN: 256 for E, 128 for G and D).
-    side = config.encoder.resolution if name == "encoder" else config.resolution
-    image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
-  else:
-    image = jax.ShapeDtypeStruct((1, MLP_DATA_DIMS[config.dataset]), jnp.float32)
-  z = jax.ShapeDtypeStruct((1, config.latent_dim), jnp.float32)
-  labels = jax.ShapeDtypeStruct((1,), jnp.int32) if config.get("num_classes") else None
-  if name == "generator":
-    return {"z": z, "labels": labels} if labels is not None else {"z": z}
-  if name == "encoder":
-    return {"x": image}
-  inputs = {"x": image}
-  if config.encoder.kind != "none":  # D judges (x, z) pairs.
-    inputs["z"] = z
-  if labels is not None:
-    inputs["labels"] = labels
-  return inputs
-
-
 def summarise(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
   """{network: {"parameters", "state", "gflops_per_example", "inputs"}} for G, E and D."""
-  data_dim = MLP_DATA_DIMS[config.dataset] if config.network == "mlp" else 0
-  networks = build_networks(config, data_dim)
+  family = families.of(config)
+  networks = family.build_networks(config)
   summary = {}
   for name, module in networks._asdict().items():
     if module is None:
       continue
-    inputs = _example_inputs(config, name)
+    inputs = family.example_inputs(config, name)
     rngs = {"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)}
     variables = jax.eval_shape(lambda kwargs: module.init(rngs, **kwargs, train=False),
                                inputs)

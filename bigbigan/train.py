@@ -2,37 +2,38 @@
 
     state = train_and_evaluate(config, workdir)
 
-Writes the run-output contract of ARCHITECTURE.md into `workdir` (local or gs://, through
-etils' epath): config.json, metrics.jsonl, checkpoints/ (or `config.checkpoint_dir`), PNGs
-per evaluation and TensorBoard events.
+The model family (families/) supplies the networks, the initial state, the update, the
+training data and the predict functions; the evaluators that `config.eval_metrics` names
+(evaluation/registry.py) run at their cadence with those predict functions. The trainer
+itself knows no family and no dataset.
+
+Writes the run's outputs into `workdir` (local or gs://, through etils' epath): config.json,
+metrics.jsonl, checkpoints/ (or `config.checkpoint_dir`), PNGs per evaluation and
+TensorBoard events.
 """
 
-import functools
 import json
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import periodic_actions
 from etils import epath
 from jax.sharding import Mesh
 
-from bigbigan import bigbigan_steps
 from bigbigan import checkpointing
+from bigbigan import families
 from bigbigan import files
-from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
-from bigbigan import steps
-from bigbigan import tasks
-from bigbigan.config_validation import validate_config, validate_splits
+from bigbigan.data.splits import validate_splits
 from bigbigan.errors import ConfigError, NonFiniteLossError
-from bigbigan.metric_logging import create_writer
-from bigbigan.models.networks import Networks, build_networks
-from bigbigan.state import TrainState, init_train_state
+from bigbigan.evaluation.context import EvaluationContext
+from bigbigan.evaluation.registry import Evaluation
+from bigbigan.metric_logging import create_writer, write_evaluation
+from bigbigan.state import TrainState
 
 
 def _first_non_finite(history: Sequence[tuple[int, dict]]) -> Optional[tuple[int, str, float]]:
@@ -80,14 +81,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
-def write_evaluation(writer, step: int, results: dict) -> None:
-  """An evaluator's results: scalars, and images ([1, H, W, C] arrays) for TensorBoard."""
-  writer.write_scalars(step, {k: v for k, v in results.items() if np.ndim(v) == 0})
-  images = {k: v for k, v in results.items() if np.ndim(v) == 4}
-  if images:
-    writer.write_images(step, images)
-
-
 def _has_checkpoints(directory: str) -> bool:
   path = epath.Path(directory)
   return path.exists() and any(p.name.isdigit() for p in path.iterdir())
@@ -114,24 +107,6 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   # Whole or not at all: bigbigan.evaluate and export rebuild the run from this file.
   files.write_whole(epath.Path(workdir) / CONFIG_FILE,
                     config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-
-def _update_functions(config: ml_collections.ConfigDict, task: tasks.Task, networks: Networks,
-                      optimizers: dict[str, optax.GradientTransformation], mesh: Mesh
-                      ) -> tuple[Callable[[jax.Array], TrainState], Callable]:
-  """The model's initialisation, rng -> TrainState (pure, to jit), and its jitted update:
-  BigBiGAN's (bigbigan_steps.py) for config.network="biggan", else the MLP models' (steps.py).
-  """
-  if config.network == "biggan":
-    init = functools.partial(bigbigan_steps.init_bigbigan_state, networks, optimizers,
-                             config=config)
-    return init, bigbigan_steps.make_bigbigan_train_step(config, networks, optimizers, mesh)
-  init = functools.partial(init_train_state, networks, optimizers, data_dim=task.data_dim,
-                           latent_dim=config.latent_dim,
-                           joint=steps.joint_discriminator(config, networks),
-                           num_classes=task.num_classes, ema=config.ema_decay > 0)
-  return init, steps.make_train_step(config, networks, optimizers, mesh, task.normalise,
-                                     task.num_classes)
 
 
 # Batches whose host-to-device transfer runs ahead of the step that uses them.
@@ -173,7 +148,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   # ---- Mesh and config checks: before anything is built or written. ----
   mesh = sharding.make_mesh(devices)
-  validate_config(config, num_devices=mesh.devices.size, num_processes=jax.process_count())
+  families.validate_config(config, num_devices=mesh.devices.size,
+                           num_processes=jax.process_count())
   validate_splits(config)
   _refuse_a_forgotten_checkpoint_dir(config, workdir)
   if jax.process_index() == 0:  # The other processes write nothing to the workdir.
@@ -193,11 +169,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
            train_batches: Optional[Iterator[np.ndarray]]) -> TrainState:
   """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag."""
   # ---- Data and model. ----
-  task = tasks.make_task(config, mesh, workdir)
-  networks = build_networks(config, task.data_dim)
-  optimizers = optimizers_lib.make_optimizers(config)
-
-  init, train_step = _update_functions(config, task, networks, optimizers, mesh)
+  family = families.of(config)
+  data = family.make_data(config, mesh)
+  networks = family.build_networks(config)
+  init = family.state_initializer(config, networks)
+  train_step = family.make_update(config, networks, mesh)
 
   # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
   rng = jax.random.PRNGKey(config.seed)
@@ -216,11 +192,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     _write_config(config, workdir)
 
   # ---- Evaluation and logging. ----
-  evaluate = task.make_evaluator(networks)
-  for_inference = task.make_inference_state_fn(networks)
+  # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks' standing
+  # BatchNorm statistics of the step.
+  for_inference = data.make_inference_state_fn(networks)
+  predict = family.make_predict_fns(config, networks, mesh)
+  evaluation = Evaluation(EvaluationContext(
+      config, mesh, workdir, data,
+      families.initial_state_for_evaluation(config, networks, mesh, for_inference)))
   if train_batches is None:
-    train_batches = task.train_batches(start_step)
-  batches = sharding.prefetch_to_mesh(train_batches, mesh, task.batch_axis,
+    train_batches = data.train_batches(start_step)
+  batches = sharding.prefetch_to_mesh(train_batches, mesh, data.batch_axis,
                                       size=DEVICE_PREFETCH)
   writer = create_writer(workdir, start_step)
   report_progress = periodic_actions.ReportProgress(
@@ -245,8 +226,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       preempted = bool(sigterm) or checkpointer.reached_preemption(step)
       done = step == config.total_steps or preempted
       log_now = step % config.log_every_steps == 0 or done
-      # A preempted run saves first and skips evaluation: the grace period is short.
-      evaluate_now = not preempted and (step % config.eval_every_steps == 0 or done)
+      # A preempted run saves first and skips evaluation: the grace period is short. The
+      # last step runs every evaluator; the others run those due (their own cadence).
+      due = evaluation.names if done else evaluation.due_names(step)
+      evaluate_now = not preempted and bool(due)
       # An evaluated step is saved with its selection metric, so the best one can be kept.
       save_now = (step % config.checkpoint_every_steps == 0 or done
                   or (evaluate_now and bool(checkpointer.selection_metric)))
@@ -265,12 +248,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         writer.write_scalars(step, _mean_metrics(history))
         history = []
       if evaluate_now or save_now:
-        # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks'
-        # standing BatchNorm statistics of this step.
         state = for_inference(state)
       results = None
       if evaluate_now:
-        results = evaluate(state, step)
+        results = evaluation.run(predict, state, step, due)
         write_evaluation(writer, step, results)
       if save_now:
         checkpointer.save(step, state, metrics=results)

@@ -7,9 +7,9 @@ Command (a TPU pod or GPU cluster: see launch/README.md; ImageNet prepared for T
 Base: a stochastic ResNet-50 E on 128-pixel images, BigGAN's G and D at 128 pixels with
 ch 96, z ~ N(0, I) of 120 dimensions, all three scores (s_xz, s_x, s_z), batch 2048, Adam
 (G 5e-5, E the same, D 2e-4, beta1 0), two D steps per E/G step, EMA of G and E, bf16
-compute, 500K iterations. Cost: about 1.0 PFLOP per iteration (python -m bigbigan.summary;
-Table 1's Base needs ~5e20 FLOP, a few days on a TPU v3-128 pod). Expected (Table 1,
-train_val): linear probe 48.1% top-1, IS 22.7, FID 31.2.
+compute, 500K iterations. Expected runtime: days on a TPU pod slice or a GPU cluster
+(launch/README.md, "Expected costs"). The paper's figures for Base (Table 1, train_val):
+linear probe 48.1% top-1, IS 22.7, FID 31.2.
 
 Variants, comma-separated: one of Table 1's rows --
   "deterministic" (z = mu), "uniform" (z ~ U(-1, 1), deterministic E bounded by tanh),
@@ -20,15 +20,13 @@ Variants, comma-separated: one of Table 1's rows --
   and "revnet_x4_high_e_lr" (E at 256 with 10x G's learning rate: configs/resnet50.py and
   configs/revnet4x.py) --
 and "tiny": the same networks, narrow and shallow, on MNIST at 32 pixels (E at 32, or 64
-for the rows with a high-resolution E), for CPU. The CPU target of the BigBiGAN issue:
+for the rows with a high-resolution E), for a CPU:
 
   TFDS_DATA_DIR=/path/to/tfds python -m bigbigan.main \
       --config=configs/bigbigan_base.py:tiny --workdir=/tmp/bigbigan_mnist
 
-28 minutes on 2 CPU cores (6,000 iterations, two evaluations). Measured, with standing
-BatchNorm statistics: the EMA encoder's linear probe 93.7% top-1 on MNIST's test set and
-cosine 1-NN 87.4%, vs 60.8% and 46.5% for the same encoder at random initialisation;
-README.md ("Results: BigBiGAN on MNIST") has the figures.
+Expected runtime of "tiny": about 30 minutes on 2 CPU cores (6,000 iterations, two
+evaluations). Its measured results: README.md, "Results: BigBiGAN on MNIST".
 """
 
 import os
@@ -95,8 +93,9 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # spectral norm still advances once per update (bigbigan_steps.py). 1: the whole batch.
   config.accumulation_steps = 1
 
-  # Evaluation (bigbigan/evaluation/images.py): training runs `eval_metrics` every
-  # `eval_every_steps`; `python -m bigbigan.evaluate --workdir=...` runs any of them on a
+  # Evaluation (bigbigan/evaluation/registry.py): training runs `eval_metrics` every
+  # `eval_every_steps`, or a metric's own `eval_every_steps_per_metric` (0: the default);
+  # `python -m bigbigan.evaluate --workdir=...` runs any of them on a
   # checkpoint. Periodically the cheap ones, k-NN and the figures; the paper's linear probe
   # (Tables 1 and 2) and FID/IS (Tables 1 and 3) at the end, with bigbigan.evaluate.
   config.eval_metrics = ("knn", "reports")
@@ -122,6 +121,8 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.report_neighbour_pool = 2048  # Images searched for the nearest-neighbour figure.
   config.eval_batch_size = 1024
   config.eval_every_steps = 10_000
+  config.eval_every_steps_per_metric = ml_collections.ConfigDict(
+      {"linear_probe": 0, "knn": 0, "fid": 0, "is": 0, "reports": 0})
   # The paper's numbers are its best checkpoints': every evaluation step is saved with this
   # metric, and the best checkpoint by it is kept beside the latest `keep_checkpoints`
   # (python -m bigbigan.evaluate --step=best). Computed on held-out *training* images

@@ -6,12 +6,12 @@ Commands (seconds on a CPU: shapes and XLA's cost analysis only, no weights allo
   python -m bigbigan.summary --config=configs/biggan.py:revnet50x4   # BigBiGAN's best E
   python -m bigbigan.summary --config=configs/biggan.py:conditional  # BigGAN, 1,000 classes
 
-Expected (parameters; README.md has the forward GFLOPs): with `:conditional`, G 70.4M
-(70,433,988) and D 88.0M (87,982,370), BigGAN's published sizes at 128 pixels with ch 96.
-By default: the unconditional ("single label") G with 120-d z (70.3M); BigBiGAN's D, i.e.
-BigGAN's trunk F and the MLPs H(z) and J(F, H) of 8 layers of 2,048 units with skip
-connections (152.8M); and the stochastic ResNet-50 v2 encoder on 256-pixel images (23.5M
-in its trunk). RevNet-50 trunks: x1 5.4M, x2 21.5M, x4 85.8M.
+They print each network's parameter count and forward GFLOPs; the counts of every variant
+are in README.md ("Sizing the BigGAN and BigBiGAN networks"). By default: the unconditional
+("single label") G with 120-d z; BigBiGAN's D, i.e. BigGAN's trunk F and the MLPs H(z) and
+J(F, H) of 8 layers of 2,048 units with skip connections; and the stochastic ResNet-50 v2
+encoder on 256-pixel images. With `:conditional`, G and D are BigGAN's at 128 pixels with
+ch 96 (published: G 70.4M and D 88.0M parameters, BigGAN's Table 1).
 
 Variants, comma-separated: a resolution of G and D ("32", "64", "128": the default, or
 "256", whose z is 140-d: 20 per chunk as in BigGAN); an encoder ("resnet50": the default,
@@ -20,7 +20,7 @@ Variants, comma-separated: a resolution of G and D ("32", "64", "128": the defau
 BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries";
 "bfloat16" (compute dtype; params stay float32); "tiny" (the same networks, narrow and
 shallow, G and D at 32 pixels and E at 64, batch 16: for CPU checks and
-`python -m bigbigan.benchmark --config=configs/biggan.py:tiny`).
+`python -m bigbigan.benchmark --config=configs/biggan.py:tiny`, about a minute on a CPU).
 
 The update that trains them is bigbigan/bigbigan_steps.py (its fields are below). This file
 holds the networks and the update only; the trainable configs add the data and the

@@ -19,33 +19,23 @@ The paper's networks: E, G and D have two hidden layers of 1024 units (parameter
 BatchNorm on the second), leaky ReLU 0.2 in E and D, ReLU and a sigmoid output in G; D sees
 z through a learned linear map at each layer. z ~ U(-1, 1)^50, and E's output is bounded to
 (-1, 1) by a tanh as in the official code (which maps its outputs through a scaled sigmoid
-for a uniform latent): unbounded, E(x) drifts far outside the prior's support (a spread of
-70 per dimension after 4 epochs), D then tells real pairs by |z| alone, and E(x)'s 1-NN
-accuracy falls to 81%.
+for a uniform latent): unbounded (`--config.encoder.output_activation=linear`), E(x) can
+drift outside the prior's support, where D tells real pairs from fake by |z| alone.
 
-Schedules:
+Schedules and expected runtimes on a 2-core CPU:
 - "paper": Adam 2e-4, beta1 0.5, l2 weight decay 2.5e-5, batch 128, simultaneous updates
   with the "inverse" E/G objective, 400 epochs with the learning rate decayed linearly to 1%
   over the last 200; an evaluation every 10 epochs. About 31 s per epoch and 90 s per
-  evaluation on a 2-core CPU: about 4.5 hours.
-- "fast": what trains best in minutes on a 2-core CPU, found by short runs (README.md):
-  batch 32 (4x the updates per epoch), an R1 penalty of weight 1 on D (D otherwise wins
-  early and E's features stop improving), and evaluation on moving averages of E and G
-  (decay 0.999, from the second epoch); 5 epochs, the learning rate decayed over the last
-  half; evaluations after epochs 2, 4 and 5.
+  evaluation: about 4.5 hours.
+- "fast": for runs of minutes on a CPU: batch 32 (4x the updates per epoch), an R1 penalty
+  of weight 1 on D (D otherwise wins early and E's features stop improving), and evaluation
+  on moving averages of E and G (decay 0.999, from the second epoch); 5 epochs, the learning
+  rate decayed over the last half; evaluations after epochs 2, 4 and 5. 6 to 11 minutes per
+  model.
 - "smoke": 2 epochs of the paper's schedule with an evaluation after each (6 minutes).
 
-Expected results (test 1-NN accuracy, L2, on E(x) / on E's penultimate layer; raw pixels
-96.91%; measured with `:<model>,fast` on a 2-core CPU, benchmarks/mnist_table1.py):
-- bigan: 95.51% / 96.31% in 10 minutes (the paper: 97.39%; not reached here). E(x) is
-  measured as the paper's code does, on E's output before its tanh (95.37% after it);
-- gan (D's features): 95.03%, 7 minutes (the paper: 97.30%);
-- lr: 96.10% / 95.66%, 10 minutes (97.44%); jlr: 96.06% / 95.49%, 10 minutes (97.13%);
-- ae_l2: 97.41% / 96.32%, 6 minutes (97.58%); ae_l1: 97.40% / 96.31%, 7 minutes (97.63%).
-The paper's 400-epoch schedule has not been run to the end here; on an H100
-(docs/benchmarks.md) it stayed below 96.3% through epoch 240, and the best recipe found
-there, `:fast` with discriminator.r1_weight=0.3 and no EMA on a 50-epoch schedule, reached
-97.19% after 45 epochs on the penultimate layer.
+Measured results: README.md ("Results: BiGAN's Table 1 on permutation-invariant MNIST", with
+the paper's figures beside them) and docs/benchmarks.md ("MNIST BiGAN recipe search").
 """
 
 import ml_collections
@@ -135,7 +125,9 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   config.ema_start_step = steps_per_epoch if config.ema_decay else 0
   config.total_steps = epochs_to_steps(epochs, MNIST_TRAIN_EXAMPLES, config.batch_size)
   config.log_every_steps = 100
+  config.eval_metrics = ("mnist_representation",)  # bigbigan/evaluation/registry.py
   config.eval_every_steps = steps_per_epoch * eval_every_epochs
+  config.eval_every_steps_per_metric = ml_collections.ConfigDict({"mnist_representation": 0})
   config.checkpoint_every_steps = steps_per_epoch
   config.keep_checkpoints = 3
   # Where the checkpoints go: "" for <workdir>/checkpoints, or another directory (local or

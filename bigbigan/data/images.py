@@ -14,7 +14,7 @@ the dataset (`FRAMING`):
   resized.
 Horizontal flips in training where they keep the data's meaning (not for digits). Images
 travel to the devices as uint8; the update normalises them to [-1, 1] and average-pools
-them to D's resolution there (bigbigan_steps.py).
+them to D's resolution there (families/common.py).
 
 Decoding happens here, late: the pipeline hands over the encoded bytes of JPEG and PNG
 images (TFDS's `SkipDecoding`, image folders' file contents), so its shuffle buffer holds

@@ -29,7 +29,6 @@ it so that it does not take accelerator memory from JAX.
 """
 
 import math
-import re
 from typing import Callable, Iterator
 
 from absl import logging
@@ -133,57 +132,6 @@ def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
 
 
 # TFDS's own separator of the parts of "train[:10%]+test".
-_SPLIT_PARTS = re.compile(r"\s*\+\s*")
-
-
-def split_ranges(splits: tfds.core.SplitDict, spec: str) -> dict[str, list[tuple[int, int]]]:
-  """The examples a TFDS split spec selects: [start, stop) ranges per split of the dataset.
-
-  TFDS resolves the slice (absolute, percent, negative or shard bounds) exactly as it does
-  when reading, e.g. "train[10000:]" of a 60,000-example train split gives
-  {"train": [(10000, 60000)]} and "train+test" both splits whole. Ranges of different specs
-  can then be intersected to find shared examples.
-
-  Args:
-    splits: the dataset's `builder.info.splits`.
-    spec: a TFDS split string, e.g. "train", "train[:10%]", "train[10000:]+test".
-
-  Returns:
-    {split name: [(start, stop), ...]}, every range non-empty.
-
-  Raises:
-    ValueError: the spec does not parse, names a split the dataset lacks, reaches past a
-      split's end or selects no example; a one-line reason.
-  """
-  ranges: dict[str, list[tuple[int, int]]] = {}
-  # Part by part, so the reason names the part at fault.
-  for part in _SPLIT_PARTS.split(spec.strip()):
-    try:
-      instruction = tfds.core.ReadInstruction.from_spec(part)
-    except (ValueError, NotImplementedError) as error:
-      # TFDS's message runs over lines; the format is on the page it links to.
-      raise ValueError(f"'{part}' is not a TFDS split (the format: "
-                       "https://www.tensorflow.org/datasets/splits)") from error
-    name = getattr(instruction, "split_name", None)  # None for "all".
-    if name is not None and name not in splits:
-      raise ValueError(f"there is no split '{name}'")
-    try:
-      absolute = instruction.to_absolute(splits)
-    except ValueError as error:
-      raise ValueError(f"'{part}' reaches past the end of split '{name}', which has "
-                       f"{splits[name].num_examples} examples") from error
-    for selected in absolute:
-      size = splits[selected.splitname].num_examples
-      # TFDS writes a bound at the split's start or end as None.
-      start = 0 if selected.from_ is None else selected.from_
-      stop = size if selected.to is None else selected.to
-      if stop <= start:
-        raise ValueError(f"'{part}' selects no example of split '{selected.splitname}', "
-                         f"which has {size} examples")
-      ranges.setdefault(str(selected.splitname), []).append((start, stop))
-  return ranges
-
-
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count

@@ -31,7 +31,7 @@ from bigbigan import files
 
 # Bump when the path of real images to the Inception changes in a way the key's parameters
 # do not show: data/images.py's evaluation framing and resizing, the normalisation to
-# [-1, 1], the 2x2 average pools to D's resolution (bigbigan_steps.py), the resize to 299
+# [-1, 1], the 2x2 average pools to D's resolution (families/common.py), the resize to 299
 # (inception.py). Cached statistics of an older version are then recomputed.
 REFERENCE_PREPROCESSING_VERSION = 1
 _HASH_BLOCK_BYTES = 1 << 20

@@ -57,7 +57,7 @@ class ImageEncoder(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool,
                noise: Optional[jax.Array] = None) -> dict[str, jax.Array]:
     """`noise` [N, latent_dim]: the stochastic encoder's eps; None draws it from the "latent"
-    rng stream (inference passes each image's own, bigbigan_steps.per_image_noise)."""
+    rng stream (inference passes each image's own, bigbigan_predict.per_image_noise)."""
     if self.backbone == "resnet":
       trunk = ResNetV2(self.depth, self.width, self.base_width, self.dtype, name="trunk")
     else:

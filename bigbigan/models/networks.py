@@ -1,4 +1,4 @@
-"""Builds the (G, E, D) triple of Flax modules that a config names."""
+"""The (G, E, D) triple of Flax modules, built from a config: one builder per family."""
 
 from typing import NamedTuple, Optional
 
@@ -13,7 +13,6 @@ from bigbigan.models import encoder as encoder_lib
 from bigbigan.models import mlp
 from bigbigan.models import resnet
 
-NETWORK_KINDS = ("mlp", "biggan")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 ENCODER_KINDS = ("deterministic", "stochastic", "none")
 
@@ -24,13 +23,8 @@ class Networks(NamedTuple):
   discriminator: nn.Module
 
 
-def build_networks(config: ml_collections.ConfigDict, data_dim: int = 0) -> Networks:
-  """Returns the modules for `config.network`: "mlp" on data of `data_dim` features, or
-  "biggan" (BigGAN's G and BigBiGAN's D at `config.resolution`, and an image encoder)."""
-  if config.network == "biggan":
-    return _build_biggan(config)
-  if config.network != "mlp":
-    raise ConfigError(f"config.network={config.network!r}: allowed {NETWORK_KINDS}")
+def build_mlp_networks(config: ml_collections.ConfigDict, data_dim: int) -> Networks:
+  """The MLP family's modules, on data of `data_dim` features."""
   g, e, d = config.generator, config.encoder, config.discriminator
   generator = mlp.MLPGenerator(
       output_size=data_dim, hidden_sizes=tuple(g.hidden_sizes), activation=g.activation,
@@ -46,7 +40,8 @@ def build_networks(config: ml_collections.ConfigDict, data_dim: int = 0) -> Netw
   return Networks(generator, encoder, discriminator)
 
 
-def _build_biggan(config: ml_collections.ConfigDict) -> Networks:
+def build_biggan_networks(config: ml_collections.ConfigDict) -> Networks:
+  """BigGAN's G and BigBiGAN's D at `config.resolution`, and an image encoder (or none)."""
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: allowed "
                       f"{COMPUTE_DTYPES}")

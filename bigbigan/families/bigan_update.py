@@ -1,4 +1,4 @@
-"""Pure, jitted update and inference functions, built once from the config.
+"""The MLP family's update: BiGAN, ALI, the GAN baseline, latent regressors, an autoencoder.
 
 `make_train_step` returns `train_step(state, x) -> (state, metrics)`: one BiGAN iteration on a
 global batch sharded over the mesh's `data` axis, with the state replicated and donated. Its
@@ -18,22 +18,13 @@ from jax.sharding import Mesh
 from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
+from bigbigan.families.common import sample_prior
 from bigbigan.models.networks import Networks
-from bigbigan.state import NetworkState, TrainState, inference_params, update_ema
+from bigbigan.state import NetworkState, TrainState, update_ema
 
-PRIORS = ("normal", "uniform")
 UPDATE_MODES = ("simultaneous", "alternating")
 LATENT_REGRESSOR_OBJECTIVES = ("latent_regressor", "joint_latent_regressor")
 OBJECTIVES = ("adversarial", "autoencoder") + LATENT_REGRESSOR_OBJECTIVES
-
-
-def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
-  """z ~ N(0, I) ("normal") or U(-1, 1) ("uniform")."""
-  if prior == "normal":
-    return jax.random.normal(rng, shape)
-  if prior == "uniform":
-    return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
-  raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
 
 
 def _variables(network: NetworkState, params) -> dict:
@@ -251,54 +242,3 @@ def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
-
-
-def make_inference_fns(networks: Networks, mesh: Mesh, discriminator_features: bool = False
-                       ) -> dict[str, Callable[..., Any]]:
-  """Jitted inference (BatchNorm on running statistics), inputs sharded on `data`.
-
-  G and E use their EMA params if the state keeps them (`inference_params`).
-  Returns {"generate": (state, z) -> G(z)} (z with the one-hot label appended for a
-  conditional G); with an encoder, {"encode": (state, x, rng) -> (z, z_mean)}; and, if
-  there are features to evaluate, {"features": (state, x) -> {name: [B, D]}} with
-  "z_mean" (E(x)'s mean), "penultimate" (E's last hidden layer) and, for an encoder with a
-  bounding output activation, "z_logits" (the mean before it) from an encoder and,
-  with `discriminator_features` (a D that judges x alone), "discriminator" (D's last
-  hidden layer: the BiGAN paper's "D" baseline).
-  """
-  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-
-  def generate(state: TrainState, z: jax.Array) -> jax.Array:
-    params = inference_params(state, "generator")
-    return _apply(networks.generator, state.generator, params, z, train=False)[0]
-
-  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch)}
-  if networks.encoder is not None:
-    def encode(state: TrainState, x: jax.Array, rng: jax.Array):
-      return _apply(networks.encoder, state.encoder, inference_params(state, "encoder"), x,
-                    train=False, rngs={"latent": rng})[0]
-    fns["encode"] = jax.jit(encode, in_shardings=(replicated, batch, replicated),
-                            out_shardings=batch)
-
-  def sown_features(module, network: NetworkState, params, x: jax.Array):
-    # Encoder means need no noise: a fixed key keeps this a pure function of x.
-    return module.apply(_variables(network, params), x, train=False,
-                        rngs={"latent": jax.random.PRNGKey(0)}, mutable=["intermediates"])
-
-  def features(state: TrainState, x: jax.Array) -> dict[str, jax.Array]:
-    found = {}
-    if networks.encoder is not None:
-      (_, z_mean), sown = sown_features(networks.encoder, state.encoder,
-                                        inference_params(state, "encoder"), x)
-      found.update(z_mean=z_mean, penultimate=sown["intermediates"]["features"][0])
-      if "logits" in sown["intermediates"]:
-        found["z_logits"] = sown["intermediates"]["logits"][0]
-    if discriminator_features:
-      _, sown = sown_features(networks.discriminator, state.discriminator,
-                              state.discriminator.params, x)
-      found["discriminator"] = sown["intermediates"]["features"][0]
-    return found
-
-  if networks.encoder is not None or discriminator_features:
-    fns["features"] = jax.jit(features, in_shardings=(replicated, batch), out_shardings=batch)
-  return fns

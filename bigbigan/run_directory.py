@@ -1,7 +1,7 @@
-"""A finished or running BigBiGAN run's directory, read back: its config and its checkpoints.
+"""A finished or running run's directory, read back: its config and its checkpoints.
 
-    config = runs.load_run_config(workdir)            # workdir/config.json
-    step, state, networks = runs.restore_run(config, workdir, step=None, mesh=mesh)
+    config = run_directory.load_run_config(workdir)            # workdir/config.json
+    step, state, networks = run_directory.restore_run(config, workdir, step=None, mesh=mesh)
     # step: None for the latest, a number, or "best" (by the run's selection_metric)
 
 `bigbigan.evaluate` and `bigbigan.export` start here. Paths go through etils' epath, so a
@@ -17,9 +17,9 @@ import ml_collections
 from etils import epath
 from jax.sharding import Mesh
 
-from bigbigan import bigbigan_steps, checkpointing, sharding
+from bigbigan import checkpointing, families, sharding
 from bigbigan.errors import CheckpointError, ConfigError
-from bigbigan.models.networks import Networks, build_networks
+from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
 
 
@@ -27,6 +27,7 @@ from bigbigan.state import TrainState
 # written before the field existed means.
 FIELD_DEFAULTS = {
     "checkpoint_dir": "",  # <workdir>/checkpoints.
+    "eval_every_steps_per_metric": {},  # Every metric at eval_every_steps.
 }
 
 
@@ -51,14 +52,6 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   return config_from_dict(json.loads(path.read_text()))
 
 
-def require_bigbigan(config: ml_collections.ConfigDict, workdir: str, tool: str) -> None:
-  """Raises ConfigError unless `config` is a BigBiGAN run (the image networks)."""
-  if config.get("network") != "biggan":
-    raise ConfigError(f"{workdir} holds a run of config.network={config.get('network')!r}: "
-                      f"{tool} reads BigBiGAN runs (configs/bigbigan_base.py, resnet50.py, "
-                      "revnet4x.py)")
-
-
 BEST = "best"
 
 
@@ -79,8 +72,8 @@ def parse_step(value: Optional[str]) -> Union[int, str, None]:
 
 def restore_run(config: ml_collections.ConfigDict, workdir: str,
                 step: Union[int, str, None], mesh: Mesh) -> tuple[int, TrainState, Networks]:
-  """Restores `workdir`'s BigBiGAN checkpoint `step` (None: the latest; "best": the best by
-  the run's `selection_metric`), replicated on `mesh`.
+  """Restores `workdir`'s checkpoint `step` (None: the latest; "best": the best by the
+  run's `selection_metric`), replicated on `mesh`.
 
   Returns:
     (step, the TrainState, the config's networks).
@@ -88,8 +81,9 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     CheckpointError: no (such) checkpoint, or one the config cannot read.
   """
-  networks = build_networks(config)
-  init = bigbigan_steps.state_initializer(config, networks)
+  family = families.of(config)
+  networks = family.build_networks(config)
+  init = family.state_initializer(config, networks)
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),

@@ -1,7 +1,7 @@
 """The BigBiGAN update: `d_steps` discriminator steps, then one encoder/generator step, in one
 jitted call per iteration.
 
-    state, train_step = create_state_and_step(config, mesh)
+    train_step = make_bigbigan_train_step(config, networks, optimizers, mesh)
     state, metrics = train_step(state, images)   # uint8 [d_steps, B, R_E, R_E, 3]
 
 Each D step takes its own slice of real images and fresh z and E noise (drawn for the whole
@@ -46,12 +46,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
+from bigbigan.families.common import (normalise_images, sample_prior,
+                                      to_discriminator_resolution)
 from bigbigan.models.layers import SPECTRAL
-from bigbigan import optimizers as optimizers_lib
-from bigbigan.models.networks import Networks, build_networks
-from bigbigan.state import (NetworkState, TrainState, averaged_params, inference_batch_stats,
-                            inference_params, init_network, update_ema)
-from bigbigan.steps import sample_prior
+from bigbigan.models.networks import Networks
+from bigbigan.state import NetworkState, TrainState, update_ema
 
 MUTABLE = ["batch_stats", SPECTRAL]
 # BatchNorm statistics over the global batch (cross-replica, as BigGAN) or per device.
@@ -67,19 +66,7 @@ def image_sharding(mesh: Mesh) -> NamedSharding:
   return sharding.batch_sharded(mesh, IMAGE_BATCH_AXIS)
 
 
-def normalise_images(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh output."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
-  """E's images at D's (and G's) resolution: 2x2 average pooling until they match."""
-  while x.shape[1] > resolution:
-    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
-  return x
-
-
-def _variables(network: NetworkState, params) -> dict:
+def network_variables(network: NetworkState, params) -> dict:
   """Flax variables: `params` and the network's BN and SN state (the collections it has)."""
   variables = {"params": params, "batch_stats": network.batch_stats,
                SPECTRAL: network.spectral}
@@ -98,7 +85,7 @@ def run_network(module, network: NetworkState, params, *inputs, rngs=None,
   replicated). Randomness drawn from `rngs` is folded with the device index there, so
   devices draw different noise.
   """
-  variables = _variables(network, params)
+  variables = network_variables(network, params)
 
   def forward(variables, inputs, batch_kwargs, rngs):
     return module.apply(variables, *inputs, train=True, rngs=rngs, mutable=MUTABLE,
@@ -203,55 +190,6 @@ def accumulate_gradients(micro_step: Callable, state: TrainState, batch, k: int,
       body, (initial, zeros(grad_shapes), zeros(metric_shapes)), micro_batches)
   mean = lambda tree: jax.tree.map(lambda total: total / k, tree)
   return _with_mutable_state(state, mutable), mean(grad_sum), mean(metric_sum)
-
-
-def init_bigbigan_state(networks: Networks, optimizers: dict[str, optax.GradientTransformation],
-                        rng: jax.Array, config: ml_collections.ConfigDict) -> TrainState:
-  """Initialises G, E (if any) and D from `rng`; a pure function to jit with out_shardings."""
-  g_rng, e_rng, d_rng, step_rng = jax.random.split(rng, 4)
-  z = jnp.zeros((1, config.latent_dim), jnp.float32)
-  side = config.resolution
-  encoder = None
-  d_inputs = (jnp.zeros((1, side, side, 3), jnp.float32),)
-  if networks.encoder is not None:
-    e_side = config.encoder.resolution
-    encoder = init_network(networks.encoder, optimizers["encoder"], e_rng,
-                           jnp.zeros((1, e_side, e_side, 3), jnp.float32))
-    d_inputs += (z,)
-  state = TrainState(
-      step=jnp.zeros((), jnp.int32), rng=step_rng,
-      generator=init_network(networks.generator, optimizers["generator"], g_rng, z),
-      encoder=encoder,
-      discriminator=init_network(networks.discriminator, optimizers["discriminator"], d_rng,
-                                 *d_inputs))
-  if config.ema_decay:
-    state = state.replace(ema=averaged_params(state))
-  if config.get("standing_stats_batches", 0):
-    # Filled before every evaluation and checkpoint (standing_stats.py); present from the
-    # start so that the state's structure, and so the compiled update, never changes.
-    state = state.replace(standing_stats={
-        name: getattr(state, name).batch_stats for name in averaged_params(state)})
-  return state
-
-
-def state_initializer(config: ml_collections.ConfigDict, networks: Networks
-                      ) -> Callable[[jax.Array], TrainState]:
-  """rng -> the config's initial TrainState, with its own optimizers (pure: jit it, or
-  `jax.eval_shape` it for the state's shapes)."""
-  return functools.partial(init_bigbigan_state, networks,
-                           optimizers_lib.make_optimizers(config), config=config)
-
-
-def create_state_and_step(config: ml_collections.ConfigDict, mesh: Mesh, seed: int = 0
-                          ) -> tuple[TrainState, Callable[[TrainState, jax.Array],
-                                                         tuple[TrainState, dict]]]:
-  """The config's networks and optimizers: a replicated initial state on `mesh` and the
-  jitted update (`make_bigbigan_train_step`)."""
-  networks = build_networks(config)
-  optimizers = optimizers_lib.make_optimizers(config)
-  init = functools.partial(init_bigbigan_state, networks, optimizers, config=config)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(seed))
-  return state, make_bigbigan_train_step(config, networks, optimizers, mesh)
 
 
 def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networks,
@@ -375,98 +313,3 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   replicated = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, image_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
-
-
-def per_image_noise(x: jax.Array, latent_dim: int, seed: jax.Array) -> jax.Array:
-  """eps ~ N(0, I) [N, latent_dim], a function of each image's 8-bit pixel values and `seed`.
-
-  Each image's key folds a 32-bit hash of its pixels, quantised to the 256 levels of uint8
-  images, into PRNGKey(seed): an image gets the same z_sample in any batch and whether it
-  came as uint8 or float (rounding differences of 1e-7 cannot move a level). The hash is a
-  position-weighted sum in uint32 arithmetic (exact whatever the reduction's order), mixed
-  by MurmurHash3's finaliser.
-  """
-  levels = jnp.round((jnp.clip(x.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5)
-  pixels = levels.astype(jnp.uint32).reshape(len(x), -1)
-  weights = jnp.arange(pixels.shape[1], dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) | 1
-  h = jnp.sum(pixels * weights, axis=1, dtype=jnp.uint32)
-  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
-  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
-  h = h ^ (h >> 16)
-  base = jax.random.PRNGKey(seed)
-  return jax.vmap(lambda data: jax.random.normal(jax.random.fold_in(base, data),
-                                                 (latent_dim,)))(h)
-
-
-def central_square(x: jax.Array) -> jax.Array:
-  """The central square of images [N, H, W, C] (data/images.py's evaluation framing)."""
-  height, width = x.shape[1:3]
-  side = min(height, width)
-  top, left = (height - side) // 2, (width - side) // 2
-  return x[:, top:top + side, left:left + side]
-
-
-def fit_resolution(x: jax.Array, resolution: int, pool: bool = False) -> jax.Array:
-  """Images [N, H, W, 3] in [-1, 1] at `resolution` pixels: unchanged if they are, 2x2-
-  average-pooled as training feeds D from E's images (`pool`, when the sides differ by a
-  power of two), else framed and resized as the input pipeline's evaluation preprocessing
-  does: the central square of a non-square image, resized (bicubic, antialiased), then
-  rounded to the 256 levels of its uint8 output and clipped to [-1, 1]."""
-  side = x.shape[1]
-  if x.shape[1:3] == (resolution, resolution):
-    return x
-  ratio = side // resolution
-  if pool and x.shape[2] == side and side % resolution == 0 and ratio & (ratio - 1) == 0:
-    return to_discriminator_resolution(x, resolution)
-  x = central_square(x)
-  resized = jax.image.resize(x, (len(x), resolution, resolution, x.shape[3]), "bicubic",
-                             antialias=True)
-  levels = jnp.clip(jnp.round((resized + 1.0) * 127.5), 0.0, 255.0)
-  return levels / 127.5 - 1.0
-
-
-def make_bigbigan_inference_fns(config: ml_collections.ConfigDict, networks: Networks,
-                                mesh: Mesh) -> dict[str, Callable[..., jax.Array]]:
-  """Jitted evaluation-mode G, E and D: EMA params of G and E if the state keeps them, with
-  their standing BatchNorm statistics if it keeps those (`state.inference_batch_stats`), D's
-  live params; spectral norm on its stored vectors; inputs and outputs sharded on `data`.
-
-  Returns {"generate": (state, z) -> G(z) in [-1, 1], float32,
-  "discriminate": (state, x in [-1, 1] at G's resolution, z) -> D's scores {"x", "z", "xz"}}
-  and, with an encoder, {"encode": (state, x in [-1, 1], seed=0) -> E's outputs (z_mean,
-  z_sample, avepool_feat, bn_crelu_feat)}; E's noise is `per_image_noise` of x as given, so
-  `encode` is a function of each image (and the seed) alone. Images of another size are
-  brought to E's resolution, or to G's for D, by `fit_resolution`.
-  """
-  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  resolution, encoder_resolution = config.resolution, config.encoder.resolution
-
-  def apply(name: str, state: TrainState, *inputs, **kwargs):
-    network = getattr(state, name)
-    module = getattr(networks, name)
-    if name == "discriminator":
-      variables = _variables(network, network.params)
-    else:  # The EMA params with their own (standing) BatchNorm statistics.
-      variables = _variables(network.replace(batch_stats=inference_batch_stats(state, name)),
-                             inference_params(state, name))
-    return module.apply(variables, *inputs, train=False, **kwargs)
-
-  def generate(state: TrainState, z: jax.Array) -> jax.Array:
-    return apply("generator", state, z).astype(jnp.float32)
-
-  def encode(state: TrainState, x: jax.Array, seed: jax.Array) -> dict[str, jax.Array]:
-    noise = per_image_noise(x, networks.encoder.latent_dim, seed)
-    x = fit_resolution(x, encoder_resolution)
-    outputs = apply("encoder", state, x, noise=noise)
-    return jax.tree.map(lambda v: v.astype(jnp.float32), outputs)
-
-  def discriminate(state: TrainState, x: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
-    return apply("discriminator", state, fit_resolution(x, resolution, pool=True), z)
-
-  fns = {"generate": jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch),
-         "discriminate": jax.jit(discriminate, in_shardings=(replicated, batch, batch),
-                                 out_shardings=batch)}
-  if networks.encoder is not None:
-    jitted = jax.jit(encode, in_shardings=(replicated, batch, replicated), out_shardings=batch)
-    fns["encode"] = lambda state, x, seed=0: jitted(state, x, jnp.uint32(seed))
-  return fns

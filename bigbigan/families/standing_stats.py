@@ -11,12 +11,12 @@ standing_stats_batches` training-mode forwards, of G on prior samples and of E o
 images, each BatchNorm layer recording its batch's own mean and variance; the standing
 statistics are their averages over the batches (the mean of the batch variances, as BigGAN's
 accumulation). They land in `TrainState.standing_stats`, which `state.inference_batch_stats`
-hands to every evaluation-mode forward (bigbigan_steps.make_bigbigan_inference_fns) and
+hands to every evaluation-mode forward (bigbigan_predict.py) and
 `bigbigan.export` writes into bundles.
 
 With `batch_norm_scope="per_device"`, each device's shard is normalised by its own
 statistics in training, and the standing statistics are the devices' mean, as training's
-running averages are (bigbigan_steps.run_network).
+running averages are (bigbigan_update.run_network).
 """
 
 import contextlib
@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from bigbigan import bigbigan_steps, sharding
+from bigbigan import sharding
+from bigbigan.families.bigbigan_update import run_network
+from bigbigan.families.common import normalise_images, sample_prior
 from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState, averaged_params, inference_params
-from bigbigan.steps import sample_prior
 
 BATCH_STATS = "batch_stats"
 # Folded into the run's seed for the latents and E's noise of the standing forwards.
@@ -95,12 +96,12 @@ def make_standing_stats_fn(config: ml_collections.ConfigDict, networks: Networks
                                          config.latent_prior),)}
     rngs = {"generator": None}
     if networks.encoder is not None:
-      inputs["encoder"] = (bigbigan_steps.normalise_images(images),)
+      inputs["encoder"] = (normalise_images(images),)
       rngs["encoder"] = {"latent": noise_key}
     found = {}
     with batch_moments():
       for name in averaged_params(state):
-        _, network = bigbigan_steps.run_network(
+        _, network = run_network(
             getattr(networks, name), getattr(state, name), inference_params(state, name),
             *inputs[name], rngs=rngs[name], per_device_mesh=per_device_mesh)
         found[name] = network.batch_stats

@@ -1,0 +1,160 @@
+"""The generator's samples on an image dataset: `fid` and `is`.
+
+FID and Inception Score of `config.fid_samples` samples G(z), with pytorch-fid's Inception
+(`config.inception_weights`); FID against the same number of real images of
+`fid_reference_split`, whose statistics are cached in the workdir. The two evaluators share
+one pass of the samples through Inception per evaluation.
+"""
+
+import functools
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from bigbigan import progress
+from bigbigan import sharding
+from bigbigan.data import images as data_images
+from bigbigan.data import pipeline
+from bigbigan.evaluation import fid as fid_lib
+from bigbigan.evaluation import inception
+from bigbigan.evaluation import torch_weights
+from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+from bigbigan.families.common import PredictFns, to_discriminator_resolution
+from bigbigan.state import TrainState
+
+
+class _InceptionOutputs:
+  """pytorch-fid's Inception on batches of images, and the samples' outputs, shared by the
+  two evaluators (one instance per run, in the context)."""
+
+  def __init__(self, context: EvaluationContext):
+    self._context = context
+    self._config = context.config
+    self._inception = None
+
+  def _inception_fn(self):
+    if self._inception is None:
+      path, mesh = self._config.inception_weights, self._context.mesh
+      if not path:
+        raise MetricUnavailable(
+            "config.inception_weights is empty: download pytorch-fid's weights "
+            f"({inception.FID_WEIGHTS_URL}) and set --config.inception_weights=PATH")
+      try:
+        variables = torch_weights.load_fid_inception(path)
+      except (FileNotFoundError, ValueError) as error:
+        raise MetricUnavailable(str(error)) from error
+      variables = jax.device_put(variables, sharding.replicated(mesh))
+      apply = jax.jit(lambda v, x: inception.FIDInceptionV3().apply(v, x),
+                      in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                      out_shardings=sharding.batch_sharded(mesh))
+      self._inception = functools.partial(apply, variables)
+    return self._inception
+
+  def outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]], what: str
+              ) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
+    """Pool statistics and the IS logits of batches of ([B, H, W, 3] in [-1, 1], mask)
+    (`what` they are, for the progress lines of the log)."""
+    fn = self._inception_fn()
+    statistics = fid_lib.FeatureStatistics(2048)
+    all_logits = []
+    for x, mask in progress.track(images, what, self._config.fid_samples,
+                                  lambda batch: int(batch[1].sum())):
+      outputs = fn(x)
+      statistics.update(sharding.gather_rows(outputs["pool"]), mask)
+      all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask])
+    return statistics, np.concatenate(all_logits)
+
+  def _sample_batches(self, predict: PredictFns, state: TrainState, count: int):
+    c = self._config
+    key = jax.random.PRNGKey(c.seed + 2)
+    for start in range(0, count, c.eval_batch_size):
+      z = predict.sample_latents(jax.random.fold_in(key, start), c.eval_batch_size)
+      mask = np.arange(start, start + c.eval_batch_size) < count
+      yield predict.generate(state, sharding.from_host_array(z, self._context.mesh)), mask
+
+  def samples(self, predict: PredictFns, state: TrainState):
+    """(pool statistics, logits) of `config.fid_samples` samples, once per evaluation."""
+    return self._context.once_per_round("inception_samples", lambda: self.outputs(
+        self._sample_batches(predict, state, self._config.fid_samples), "FID samples"))
+
+
+def _shared_inception(context: EvaluationContext) -> _InceptionOutputs:
+  # One per run: built by whichever of the two evaluators comes first.
+  key = "_inception_outputs"
+  if key not in context.run_wide:
+    context.run_wide[key] = _InceptionOutputs(context)
+  return context.run_wide[key]
+
+
+class FrechetInceptionDistance:
+  """The `fid` evaluator."""
+
+  def __init__(self, context: EvaluationContext):
+    self._context = context
+    self._config = context.config
+    self._inception = _shared_inception(context)
+
+  def _real_batches(self, predict: PredictFns, count: int):
+    mesh, seen = self._context.mesh, 0
+    for batch in self._context.data.eval_batches(self._config.fid_reference_split):
+      mask = sharding.gather_rows(sharding.to_global_batch(batch["mask"], mesh))
+      mask = mask.astype(bool) & (np.cumsum(mask) + seen <= count)
+      x = predict.normalise(sharding.to_global_batch(batch["image"], mesh))
+      yield to_discriminator_resolution(x, self._config.resolution), mask
+      seen += int(mask.sum())
+      if seen >= count:
+        break
+
+  def _reference_statistics(self, predict: PredictFns) -> tuple[np.ndarray, np.ndarray]:
+    """Real images' pool mean and covariance, cached in the workdir under a key of all they
+    depend on: the Inception weights' bytes, the dataset and its version, the split, the
+    count and the preprocessing (every process computes them if the cache has none)."""
+    c = self._config
+    try:
+      weights_sha256 = fid_lib.file_sha256(c.inception_weights)
+    except FileNotFoundError as error:
+      raise MetricUnavailable(f"FID Inception weights not found at {c.inception_weights!r}; "
+                              f"download them from {inception.FID_WEIGHTS_URL}") from error
+    dataset = pipeline.prepared_builder(c.dataset, c.data_dir).info.full_name
+    preprocessing = {
+        # data/images.py's framing of the dataset, in its evaluation (deterministic) form.
+        "framing": data_images.FRAMING[data_images.dataset_family(c.dataset)][0],
+        # The preprocessed images' size: E's input, or G's output without an encoder (as
+        # the family's ImageData builds its preprocessing).
+        "image_resolution": (c.encoder.resolution if c.encoder.kind != "none"
+                             else c.resolution),
+        # Average-pooled 2x2 down to what D sees (to_discriminator_resolution).
+        "discriminator_resolution": c.resolution,
+        "inception_input": inception.INPUT_SIZE,
+    }
+    key = fid_lib.reference_statistics_key(weights_sha256, dataset, c.fid_reference_split,
+                                           c.fid_samples, preprocessing)
+
+    def compute():
+      statistics, _ = self._inception.outputs(self._real_batches(predict, c.fid_samples),
+                                              what="FID reference images")
+      return statistics.mean, statistics.covariance
+
+    return fid_lib.cached_reference_statistics(self._context.workdir, key, compute,
+                                               write=jax.process_index() == 0)
+
+  def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
+    del step
+    samples, _ = self._inception.samples(predict, state)
+    mean, covariance = self._reference_statistics(predict)
+    return {"fid": fid_lib.frechet_distance(samples.mean, samples.covariance, mean,
+                                            covariance)}
+
+
+class InceptionScore:
+  """The `is` evaluator: `inception_score` and `inception_score_std`."""
+
+  def __init__(self, context: EvaluationContext):
+    self._inception = _shared_inception(context)
+
+  def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
+    del step
+    _, logits = self._inception.samples(predict, state)
+    score, std = fid_lib.inception_score(logits)
+    return {"inception_score": score, "inception_score_std": std}

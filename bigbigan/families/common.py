@@ -1,0 +1,61 @@
+"""What the model families and their evaluators share: the prior, image conversions on the
+devices, and the shape of a family's predict functions.
+
+A leaf of the package: evaluators import it for these, never a family's update module.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from bigbigan.errors import ConfigError
+
+PRIORS = ("normal", "uniform")
+
+
+def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
+  """z ~ N(0, I) ("normal") or U(-1, 1) ("uniform")."""
+  if prior == "normal":
+    return jax.random.normal(rng, shape)
+  if prior == "uniform":
+    return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+  raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
+
+
+def normalise_images(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh output."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
+  """E's images at D's (and G's) resolution: 2x2 average pooling until they match."""
+  while x.shape[1] > resolution:
+    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+  return x
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictFns:
+  """A family's evaluation-mode functions of a state, jitted over the mesh, built once by
+  whoever owns the state (the trainer, `bigbigan.evaluate`, `bigbigan.load`) and handed to
+  the evaluators. Inputs and outputs are sharded on the mesh's `data` axis.
+
+  Every family has `generate`, `sample_latents` and `normalise`; the others are None where
+  the model lacks the network or the family the output.
+  """
+
+  # (state, z) -> G(z): the EMA generator when the state keeps one.
+  generate: Callable[..., jax.Array]
+  # (key, n) -> n latents from the config's prior, host numpy (what `generate` takes, less
+  # a conditional model's label).
+  sample_latents: Callable[[jax.Array, int], Any]
+  # The data as the pipeline ships it (e.g. uint8 pixels) -> the networks' input range.
+  normalise: Callable[[jax.Array], jax.Array]
+  # (state, x, ...) -> E's outputs; the family documents its keys and extra arguments.
+  encode: Optional[Callable[..., Any]] = None
+  # (state, x, z) -> D's scores {"x", "z", "xz"} (BigBiGAN).
+  discriminate: Optional[Callable[..., Any]] = None
+  # (state, x) -> {name: [B, D]} representations to evaluate (the MLP family).
+  features: Optional[Callable[..., Any]] = None
