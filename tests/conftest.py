@@ -126,13 +126,13 @@ def tiny_bundle(tmp_path_factory):
   """
   # pylint: disable=g-import-not-at-top
   import numpy as np
-  from bigbigan import bigbigan_steps, checkpointing, pretrained, sharding
-  from bigbigan.models.networks import build_networks
+  from bigbigan import checkpointing, export, sharding
+  from bigbigan.families import bigbigan as bigbigan_family
   # pylint: enable=g-import-not-at-top
 
   config = mnist_mock.tiny_bigbigan_config()
   mesh = sharding.make_mesh()
-  init = bigbigan_steps.state_initializer(config, build_networks(config))
+  init = bigbigan_family.state_initializer(config, bigbigan_family.build_networks(config))
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
 
@@ -155,5 +155,5 @@ def tiny_bundle(tmp_path_factory):
   checkpointer.save(step, jax.device_put(state, jax.devices()[0]))
   checkpointer.close()
   bundle = root / "bundle"
-  pretrained.export_run(str(workdir), str(bundle), with_discriminator=True)
+  export.export_run(str(workdir), str(bundle), with_discriminator=True)
   return {"workdir": workdir, "bundle": bundle, "config": config, "state": state, "step": step}
