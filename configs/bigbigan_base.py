@@ -90,7 +90,7 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # the paper's batch fits fewer or smaller accelerators (--config.accumulation_steps=8 on
   # one 8-GPU host: 32 images per GPU at a time). BatchNorm then normalises each micro-batch
   # by its own statistics and the running averages take the micro-batches' updates in order;
-  # spectral norm still advances once per update (bigbigan_steps.py). 1: the whole batch.
+  # spectral norm still advances once per update (families/bigbigan_update.py). 1: the whole batch.
   config.accumulation_steps = 1
 
   # Evaluation (bigbigan/evaluation/registry.py): training runs `eval_metrics` every

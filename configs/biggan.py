@@ -22,7 +22,7 @@ BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries"
 shallow, G and D at 32 pixels and E at 64, batch 16: for CPU checks and
 `python -m bigbigan.benchmark --config=configs/biggan.py:tiny`, about a minute on a CPU).
 
-The update that trains them is bigbigan/bigbigan_steps.py (its fields are below). This file
+The update that trains them is bigbigan/families/bigbigan_update.py (its fields are below). This file
 holds the networks and the update only; the trainable configs add the data and the
 evaluation: configs/bigbigan_base.py (Table 1's rows), configs/resnet50.py and
 configs/revnet4x.py.
@@ -75,13 +75,13 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
       unary_x="z_unary_only" not in variants and "no_unaries" not in variants,
       unary_z="x_unary_only" not in variants and "no_unaries" not in variants))
 
-  # The update (bigbigan_steps.py), with BigGAN's optimiser settings: Adam with beta1 0,
+  # The update (families/bigbigan_update.py), with BigGAN's optimiser settings: Adam with beta1 0,
   # G 5e-5 (E the same times the multiplier), D 2e-4, two D steps per E/G step.
   config.batch_size = 2048  # The global batch of each D step and of the E/G step.
   # Gradient accumulation: each step's batch runs as this many micro-batches (of batch_size /
   # accumulation_steps, split over all devices) before one optimizer update, so activation
   # memory falls with the micro-batch. BatchNorm normalises each micro-batch by its own
-  # statistics (bigbigan_steps.py); 1: the whole batch at once.
+  # statistics (families/bigbigan_update.py); 1: the whole batch at once.
   config.accumulation_steps = 1
   # BatchNorm statistics over the "global" batch (as BigGAN) or "per_device".
   config.batch_norm_scope = "global"
