@@ -6,13 +6,14 @@
     python benchmarks/mnist_sweep.py run --data mnist.npz --config configs/mnist_bigan.py:fast \
         --epochs 100 --eval-every 10 --set discriminator.r1_weight=0.5 [--name NAME]
 
-Trains the config with the product's networks, optimizers, train step (steps.py) and 1-NN
-evaluation (evaluation/knn.py) on MNIST held in memory, and prints one JSON line per
-evaluation: test 1-NN accuracy (L2 and cosine) on E(x) and on E's penultimate layer. The
-trainer (train.py) is not used: it reads data through TFDS/tf.data and writes through clu,
-both of which need TensorFlow, which the accelerator machines of this project lack. The
-data order differs from the TFDS pipeline's (a NumPy permutation per epoch), so results match
-`python -m bigbigan.main` in distribution, not bit for bit.
+Trains the config with the product's networks, optimizers, train step
+(families/bigan_update.py) and 1-NN evaluation (evaluation/knn.py) on MNIST held in memory,
+and prints one JSON line per evaluation: test 1-NN accuracy (L2 and cosine) on E(x) and on
+E's penultimate layer. The trainer (train.py) is not used: it reads data through
+TFDS/tf.data and writes through clu, both of which need TensorFlow, which the accelerator
+machines of this project lack. The data order differs from the TFDS pipeline's (a NumPy
+permutation per epoch), so results match `python -m bigbigan.main` in distribution, not bit
+for bit.
 
 Each device call runs `--steps-per-call` updates in a `lax.scan`, so a small MLP step is not
 bound by Python dispatch.
@@ -47,12 +48,13 @@ def export(data: str) -> None:
 def run(args: argparse.Namespace) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from bigbigan import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan import sharding, steps  # pylint: disable=g-import-not-at-top
+  from bigbigan import sharding  # pylint: disable=g-import-not-at-top
   from bigbigan.config_files import (apply_overrides, epochs_to_steps,  # pylint: disable=g-import-not-at-top
                                      load_config)
   from bigbigan.evaluation.knn import nearest_neighbor_accuracy  # pylint: disable=g-import-not-at-top
-  from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
-  from bigbigan.state import init_train_state  # pylint: disable=g-import-not-at-top
+  from bigbigan.families import bigan_predict, bigan_update  # pylint: disable=g-import-not-at-top
+  from bigbigan.families.bigan import init_train_state  # pylint: disable=g-import-not-at-top
+  from bigbigan.models.networks import build_mlp_networks  # pylint: disable=g-import-not-at-top
 
   config = load_config(str(REPO / args.config) if not pathlib.Path(args.config).is_file()
                        else args.config)
@@ -74,20 +76,20 @@ def run(args: argparse.Namespace) -> None:
   arrays = np.load(args.data)
   x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test",
                                                           "y_test"))
-  networks = build_networks(config, x_train.shape[1])
+  networks = build_mlp_networks(config, x_train.shape[1])
   optimizers = optimizers_lib.make_optimizers(config)
   state = jax.jit(lambda rng: init_train_state(
       networks, optimizers, rng, data_dim=x_train.shape[1], latent_dim=config.latent_dim,
-      joint=steps.joint_discriminator(config, networks), num_classes=0,
+      joint=bigan_update.joint_discriminator(config, networks), num_classes=0,
       ema=config.ema_decay > 0))(jax.random.PRNGKey(config.seed))
   normalise = lambda x: x.astype(np.float32) / 255.0  # As data.mnist.normalise_pixels.
-  train_step = steps.make_train_step(config, networks, optimizers, mesh, normalise)
+  train_step = bigan_update.make_train_step(config, networks, optimizers, mesh, normalise)
 
   @jax.jit
   def train_steps(state, batches):  # [K, B, 784] uint8 -> K updates.
     return jax.lax.scan(train_step, state, batches)
 
-  features_fn = steps.make_inference_fns(networks, mesh)["features"]
+  features_fn = bigan_predict.make_predict_fns(config, networks, mesh, normalise).features
 
   def evaluate(state) -> dict[str, float]:
     def features(x):

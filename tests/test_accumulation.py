@@ -4,7 +4,7 @@
   so every leaf of G, E and D must agree to float32 rounding), with two D steps.
 - With BatchNorm per device, on 8 devices, k = 2 gives the reference's update with each
   device's rows of each micro-batch normalised alone.
-- With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_reference.py's
+- With BatchNorm, on one device, k = 4 gives the update of test_bigbigan_update_reference.py's
   reference run by hand over the 4 micro-batches, each normalised by its own statistics,
   their gradients averaged.
 - XLA's peak temporary memory falls with the micro-batch, and splitting the batch into
@@ -24,11 +24,11 @@ import jax
 import numpy as np
 import pytest
 
-from bigbigan import config_validation, sharding
+from bigbigan import families, sharding
 from bigbigan.errors import ConfigError
-from bigbigan.models.networks import build_networks
+from bigbigan.families.bigbigan import build_networks
 from conftest import REPO, apply_overrides, load_config
-import test_bigbigan_reference as reference
+import test_bigbigan_update_reference as reference
 
 K = 4
 # 8 devices, 4 micro-batches of one example per device: the smallest batch that splits.
@@ -59,7 +59,7 @@ def _setup(**overrides):
 
 
 # Without BatchNorm, k micro-batches and the whole batch sum the same per-example gradients
-# in other orders: measured (test_bigbigan_reference.SEED) changes within 3.5e-4 of each
+# in other orders: measured (test_bigbigan_update_reference.SEED) changes within 3.5e-4 of each
 # leaf's largest change, values within 1e-5 of themselves plus 1e-6. A bug (a sum over the
 # micro-batches instead of the mean, an update per micro-batch) moves the changes by 100% and
 # more.
@@ -67,7 +67,7 @@ RTOL, ATOL, CHANGE_RTOL = 1e-5, 1e-6, 1e-3
 # With BatchNorm, on one device (the 8-device layout is the test above's; with BatchNorm an
 # 8-device program rounds differently from the reference and small-batch BatchNorm, 8
 # examples per micro-batch, amplifies it to ~5e-3, as for 8 devices = 1 in
-# test_bigbigan_steps.py): measured changes within 1.4e-4 of the reference. The whole
+# test_bigbigan_update.py): measured changes within 1.4e-4 of the reference. The whole
 # batch's statistics instead of each micro-batch's move the changes by over 300%.
 BATCH_NORM_RTOL, BATCH_NORM_ATOL, BATCH_NORM_CHANGE_RTOL = 1e-3, 1e-5, 1e-3
 # Per-device BatchNorm on 8 devices against the per-shard reference, BatchNorm over 2
@@ -166,13 +166,13 @@ def test_config_validation_refuses_bad_accumulation(value, message):
   config = _bigbigan_config(accumulation_steps=value)
   assert config.batch_size == 32
   with pytest.raises(ConfigError, match=f"config.accumulation_steps={value!r}.*{message}"):
-    config_validation.validate_config(config, num_devices=8)
-  config_validation.validate_config(_bigbigan_config(accumulation_steps=4), num_devices=8)
+    families.validate_config(config, num_devices=8)
+  families.validate_config(_bigbigan_config(accumulation_steps=4), num_devices=8)
 
 
 def test_config_validation_refuses_accumulation_for_the_mlp_networks(tiny_config):
   config = tiny_config()
-  config_validation.validate_config(config, num_devices=8)
+  families.validate_config(config, num_devices=8)
   config.accumulation_steps = 2
   with pytest.raises(ConfigError, match="network='biggan'"):
-    config_validation.validate_config(config, num_devices=8)
+    families.validate_config(config, num_devices=8)

@@ -14,7 +14,7 @@ from bigbigan import losses, sharding, summary
 from bigbigan.errors import ConfigError
 from bigbigan.models import biggan, layers
 from bigbigan.models.discriminator import BigBiGANDiscriminator
-from bigbigan.models.networks import build_networks
+from bigbigan.models.networks import build_biggan_networks
 from bigbigan.state import NetworkState, TrainState, update_ema
 from conftest import REPO, load_config
 
@@ -284,4 +284,4 @@ def test_latent_chunks_and_truncation():
   config = load_config(f"{REPO}/configs/biggan.py:256")
   config.latent_dim = 120
   with pytest.raises(ConfigError, match="multiple of 7"):
-    build_networks(config)
+    build_biggan_networks(config)

@@ -3,7 +3,7 @@
 import pytest
 
 from bigbigan.config_files import apply_overrides, load_config
-from bigbigan.config_validation import validate_config
+from bigbigan.families import validate_config
 from bigbigan.errors import ConfigError
 from conftest import REPO
 
@@ -74,9 +74,9 @@ def test_shipped_configs_are_valid(variant):
                                      "64,x_unary_only", "z_unary_only",
                                      "revnet50x4,deterministic"])
 def test_biggan_network_configs_build_but_are_refused_for_training(variant):
-  from bigbigan.models.networks import build_networks  # pylint: disable=g-import-not-at-top
+  from bigbigan.families import bigbigan as bigbigan_family  # pylint: disable=g-import-not-at-top
   config = load_config(f"{REPO}/configs/biggan.py:{variant}")
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   assert networks.discriminator.unary_x == ("z_unary_only" not in variant
                                             and "no_unaries" not in variant)
   with pytest.raises(ConfigError, match="has no training data: configs/biggan.py holds"):

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 import mnist_mock
 from bigbigan import train
-from bigbigan.config_validation import validate_splits
 from bigbigan.data import folder, images, pipeline
+from bigbigan.data.splits import validate_splits
 from bigbigan.errors import ConfigError, DatasetError
 from conftest import REPO
 

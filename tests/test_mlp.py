@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bigbigan.models import mlp
-from bigbigan.models.networks import build_networks
+from bigbigan.models.networks import build_mlp_networks
 from conftest import REPO, load_config
 
 Z, X, H = 50, 784, 1024  # latent, pixels, hidden units
@@ -23,7 +23,7 @@ def _count(tree) -> int:
 
 
 def test_paper_networks_have_the_papers_structure_and_size():
-  networks = build_networks(load_config(f"{REPO}/configs/mnist_bigan.py"), data_dim=X)
+  networks = build_mlp_networks(load_config(f"{REPO}/configs/mnist_bigan.py"), data_dim=X)
   x, z = jnp.zeros((2, X)), jnp.zeros((2, Z))
   g = _variables(networks.generator, z)
   e = _variables(networks.encoder, x)
@@ -51,7 +51,7 @@ def test_paper_networks_have_the_papers_structure_and_size():
 
 def test_output_ranges_and_activations():
   config = load_config(f"{REPO}/configs/mnist_bigan.py")
-  networks = build_networks(config, data_dim=X)
+  networks = build_mlp_networks(config, data_dim=X)
   z = jax.random.uniform(jax.random.PRNGKey(0), (16, Z), minval=-1, maxval=1)
   variables = networks.generator.init(jax.random.PRNGKey(1), z, train=False)
   images = networks.generator.apply(variables, z * 100, train=False)
@@ -70,8 +70,8 @@ def test_bounded_encoder_exposes_its_linear_output():
   # The paper's 1-NN features are E's linear output; E(x) is its tanh.
   x = jax.random.uniform(jax.random.PRNGKey(0), (8, X))
   for variant, bounded in (("paper", True), ("lr", False)):
-    encoder = build_networks(load_config(f"{REPO}/configs/mnist_bigan.py:{variant}"),
-                             data_dim=X).encoder
+    encoder = build_mlp_networks(load_config(f"{REPO}/configs/mnist_bigan.py:{variant}"),
+                                 data_dim=X).encoder
     variables = encoder.init({"params": jax.random.PRNGKey(1)}, x, train=False)
     (_, z_mean), sown = encoder.apply(variables, x * 50, train=False,
                                       mutable=["intermediates"])

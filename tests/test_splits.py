@@ -13,8 +13,8 @@ import tensorflow_datasets as tfds
 import mnist_mock
 from bigbigan import train
 from bigbigan.config_files import load_config
-from bigbigan.config_validation import validate_splits
 from bigbigan.data import pipeline
+from bigbigan.data.splits import split_ranges, validate_splits
 from bigbigan.errors import ConfigError
 from conftest import REPO
 from mnist_mock import tiny_bigbigan_config, tiny_mnist_config
@@ -51,7 +51,7 @@ def _refusal(config) -> str:
 ])
 def test_split_ranges_resolve_slices_as_tfds_reads_them(full_metadata_dir, spec, want):
   splits = pipeline.prepared_builder("mnist", full_metadata_dir).info.splits
-  assert pipeline.split_ranges(splits, spec) == want
+  assert split_ranges(splits, spec) == want
   # The same number of examples as TFDS's own reading of the spec.
   assert sum(stop - start for ranges in want.values() for start, stop in ranges) == (
       splits[spec.replace(" ", "")].num_examples)
@@ -69,7 +69,7 @@ def test_split_ranges_resolve_slices_as_tfds_reads_them(full_metadata_dir, spec,
 def test_split_ranges_refuse_what_cannot_be_read(full_metadata_dir, spec, reason):
   splits = pipeline.prepared_builder("mnist", full_metadata_dir).info.splits
   with pytest.raises(ValueError, match=reason.replace("[", r"\[").replace("+", r"\+")):
-    pipeline.split_ranges(splits, spec)
+    split_ranges(splits, spec)
 
 
 def test_a_missing_split_names_the_field_and_the_dataset_splits(metadata_dir):

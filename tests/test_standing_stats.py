@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigbigan import bigbigan_steps, sharding, standing_stats
-from bigbigan.models.networks import build_networks
-from bigbigan.steps import sample_prior
+from bigbigan import sharding
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families import bigbigan_predict, standing_stats
+from bigbigan.families.common import normalise_images, sample_prior
 from conftest import apply_overrides
 from mnist_mock import tiny_bigbigan_config
 
@@ -23,8 +24,8 @@ BATCHES, BATCH = 3, 32
 def _setup(scope: str):
   config = apply_overrides(tiny_bigbigan_config(), {
       "batch_size": BATCH, "standing_stats_batches": BATCHES, "batch_norm_scope": scope})
-  networks = build_networks(config)
-  state = bigbigan_steps.state_initializer(config, networks)(jax.random.PRNGKey(0))
+  networks = bigbigan_family.build_networks(config)
+  state = bigbigan_family.state_initializer(config, networks)(jax.random.PRNGKey(0))
   # EMA params away from the live ones: statistics of the live networks would not match.
   noise = np.random.default_rng(1)
   state = state.replace(ema=jax.tree.map(
@@ -69,11 +70,11 @@ def _reference(config, networks, state, images, shards: int) -> dict:
   runs = {"generator": [], "encoder": []}
   forwards = {name: _pre_bn_inputs_fn(getattr(networks, name)) for name in runs}
   for i, batch in enumerate(images):
-    # The standing forwards' latents: batch i's key, as standing_stats.py draws them.
+    # The standing forwards' latents: batch i's key, as families/standing_stats.py draws them.
     z_key, _ = jax.random.split(jax.random.fold_in(key, i))
     inputs = {"generator": np.asarray(sample_prior(z_key, (BATCH, config.latent_dim),
                                                    config.latent_prior)),
-              "encoder": np.asarray(bigbigan_steps.normalise_images(batch))}
+              "encoder": np.asarray(normalise_images(batch))}
     for name, network_inputs in inputs.items():
       network = getattr(state, name)
       variables = {"params": state.ema[name], "batch_stats": network.batch_stats}
@@ -125,12 +126,12 @@ def test_evaluation_mode_networks_run_with_the_standing_statistics():
   refresh = standing_stats.make_standing_stats_fn(config, networks, mesh)
   state = refresh(jax.device_put(state, sharding.replicated(mesh)),
                   [sharding.to_global_batch(x, mesh) for x in images])
-  fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, mesh)
-  x = bigbigan_steps.normalise_images(images[0])
+  fns = bigbigan_predict.make_predict_fns(config, networks, mesh)
+  x = normalise_images(images[0])
   z = jnp.asarray(np.random.default_rng(0).standard_normal((BATCH, config.latent_dim)),
                   jnp.float32)
-  for name, fn, inputs in (("generator", fns["generate"], (z,)),
-                           ("encoder", lambda s, x: fns["encode"](s, x)["avepool_feat"], (x,))):
+  for name, fn, inputs in (("generator", fns.generate, (z,)),
+                           ("encoder", lambda s, x: fns.encode(s, x)["avepool_feat"], (x,))):
     variables = {"params": state.ema[name], "batch_stats": state.standing_stats[name]}
     if getattr(state, name).spectral:
       variables["spectral"] = getattr(state, name).spectral

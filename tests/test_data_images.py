@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bigbigan import bigbigan_steps
 from bigbigan.data import images, mnist, pipeline
 from bigbigan.errors import ConfigError, DatasetError
+from bigbigan.families import common
 
 
 def test_mnist_batches_at_the_two_resolutions(mock_mnist):
@@ -20,8 +20,8 @@ def test_mnist_batches_at_the_two_resolutions(mock_mnist):
   # Grayscale repeated to RGB.
   np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])
   # On the device: [-1, 1] at E's 64 pixels, and D's 32 by 2x2 average pooling.
-  x = bigbigan_steps.normalise_images(jnp.asarray(batch["image"]))
-  x_d = bigbigan_steps.to_discriminator_resolution(x, 32)
+  x = common.normalise_images(jnp.asarray(batch["image"]))
+  x_d = common.to_discriminator_resolution(x, 32)
   assert x.dtype == x_d.dtype == jnp.float32 and x_d.shape == (8, 32, 32, 3)
   assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.max()) > 0.5
   evaluation = next(pipeline.eval_batches(

@@ -1,4 +1,5 @@
-"""The jitted update: identical on 1 and 8 devices, and equal to a plain reference update."""
+"""The MLP family's jitted update (families/bigan_update.py): identical on 1 and 8 devices, and
+equal to a plain reference update."""
 
 import functools
 
@@ -11,18 +12,20 @@ import pytest
 from bigbigan import losses
 from bigbigan import optimizers as optimizers_lib
 from bigbigan import sharding
-from bigbigan import steps
 from bigbigan.data.toy import Mixture
-from bigbigan.models.networks import build_networks
-from bigbigan.state import init_train_state
+from bigbigan.families import bigan_predict
+from bigbigan.families import bigan_update
+from bigbigan.families.bigan import init_train_state
+from bigbigan.families.common import sample_prior
+from bigbigan.models.networks import build_mlp_networks
 
 
 def _setup(config, num_classes=0):
-  networks = build_networks(config, data_dim=2)
+  networks = build_mlp_networks(config, data_dim=2)
   optimizers = optimizers_lib.make_optimizers(config)
   init = functools.partial(init_train_state, networks, optimizers, data_dim=2,
                            latent_dim=config.latent_dim,
-                           joint=steps.joint_discriminator(config, networks),
+                           joint=bigan_update.joint_discriminator(config, networks),
                            num_classes=num_classes, ema=config.ema_decay > 0)
   batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed,
                                                       process_index=0, process_count=1)
@@ -36,8 +39,8 @@ def _train(config, devices, num_steps=3, num_classes=0):
   networks, optimizers, init, batches = _setup(config, num_classes)
   mesh = sharding.make_mesh(devices)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  train_step = steps.make_train_step(config, networks, optimizers, mesh,
-                                     num_classes=num_classes)
+  train_step = bigan_update.make_train_step(config, networks, optimizers, mesh,
+                                            num_classes=num_classes)
   history = []
   for batch in batches[:num_steps]:
     batch = jax.tree.map(lambda rows: sharding.to_global_batch(rows, mesh), batch)
@@ -89,7 +92,7 @@ def test_step_equals_reference_update(tiny_config, update_mode):
                                     latent_dim=config.latent_dim))(jax.random.PRNGKey(0))
   x = jnp.asarray(batches[0])
   z_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
-  z = steps.sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
+  z = sample_prior(z_rng, (x.shape[0], config.latent_dim), config.latent_prior)
 
   def logits(g_params, e_params, d_params):
     fake_x = networks.generator.apply({"params": g_params}, z, train=True)
@@ -117,7 +120,7 @@ def test_step_equals_reference_update(tiny_config, update_mode):
   generator_at_old_d = apply("generator", g, g_grads_at_old_d)
 
   mesh = sharding.make_mesh(jax.devices()[:1])
-  new_state, _ = steps.make_train_step(config, networks, optimizers, mesh)(state, x)
+  new_state, _ = bigan_update.make_train_step(config, networks, optimizers, mesh)(state, x)
   for name, params in expected.items():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  getattr(new_state, name).params, params)
@@ -182,9 +185,10 @@ def test_ema_follows_the_params_and_serves_inference(tiny_config):
                          final.generator.params["out"]["kernel"])
   # Sampling uses the averaged G.
   mesh = sharding.make_mesh(devices)
-  networks = build_networks(config, data_dim=2)
+  networks = build_mlp_networks(config, data_dim=2)
   z = jnp.ones((4, config.latent_dim))
-  sample = steps.make_inference_fns(networks, mesh)["generate"](final, z)
+  predict = bigan_predict.make_predict_fns(config, networks, mesh, normalise=lambda x: x)
+  sample = predict.generate(final, z)
   expected_sample = networks.generator.apply({"params": final.ema["generator"]}, z,
                                              train=False)
   np.testing.assert_allclose(sample, expected_sample, rtol=1e-6)

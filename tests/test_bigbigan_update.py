@@ -1,6 +1,6 @@
 """The BigBiGAN update on tiny networks: D steps per E/G step, the same result on 1 and 8
 devices (SGD, so that every leaf must agree to float32 rounding), BatchNorm per device
-against a per-shard reference (test_bigbigan_reference.py), the state that advances, the
+against a per-shard reference (test_bigbigan_update_reference.py), the state that advances, the
 high-resolution encoder's pooled D input and the benchmark's figures."""
 
 import flax.linen as nn
@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigbigan import bigbigan_steps, optimizers as optimizers_lib, sharding
+from bigbigan import families, optimizers as optimizers_lib, sharding
 from bigbigan.errors import ConfigError
-from bigbigan.models.networks import build_networks
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families import bigbigan_update, common
 from bigbigan.state import NetworkState
 from conftest import REPO, apply_overrides, load_config
-import test_bigbigan_reference as reference
+import test_bigbigan_update_reference as reference
 
 def _tiny_config(**overrides):
   # configs/biggan.py:tiny: E sees 64 pixels, G and D 32, so D's real images are E's,
@@ -29,7 +30,7 @@ def _images(config, seed=0):
 
 
 def _run(config, devices, steps=1):
-  state, step = bigbigan_steps.create_state_and_step(config, sharding.make_mesh(devices))
+  state, step = families.create_state_and_update(config, sharding.make_mesh(devices))
   initial = jax.device_get(state)  # Before the step, which donates the state's buffers.
   history = []
   for i in range(steps):
@@ -86,7 +87,7 @@ def test_batch_norm_and_spectral_state_advance(two_d_steps):
 # 8 devices against 1 device, and per-device BatchNorm against its per-shard reference: the
 # same computation in other orders (moments and batch sums per shard, then across shards),
 # whose float32 rounding grows through small-batch BatchNorm and two D steps. Measured
-# (test_bigbigan_reference.SEED, and seeds 3 to 5): every value within 1e-5 of itself plus
+# (test_bigbigan_update_reference.SEED, and seeds 3 to 5): every value within 1e-5 of itself plus
 # 3e-7 (E's root kernel near its zeros); changes within 3e-4 (8 = 1) and 2e-3 (per device:
 # D's spectral sigmas, which move little) of each leaf's largest change. Hence rtol 1e-5,
 # atol 1e-6 (values near 0: G's conv biases before BatchNorm have a zero gradient and 1e-9
@@ -110,18 +111,18 @@ def test_eight_devices_equal_one():
 
 def test_discriminator_sees_the_pooled_encoder_images():
   x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
-  pooled = bigbigan_steps.to_discriminator_resolution(x, 2)
+  pooled = common.to_discriminator_resolution(x, 2)
   np.testing.assert_allclose(pooled, np.asarray(x).reshape(2, 2, 2, 2, 2, 3).mean((2, 4)))
-  assert bigbigan_steps.to_discriminator_resolution(x, 4) is x
-  np.testing.assert_allclose(bigbigan_steps.normalise_images(jnp.array([0, 255], jnp.uint8)),
+  assert common.to_discriminator_resolution(x, 4) is x
+  np.testing.assert_allclose(common.normalise_images(jnp.array([0, 255], jnp.uint8)),
                              [-1.0, 1.0])
 
 
 def test_conditional_is_refused():
   config = _tiny_config(num_classes=10)
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   with pytest.raises(ConfigError, match="unconditional"):
-    bigbigan_steps.make_bigbigan_train_step(
+    bigbigan_update.make_bigbigan_train_step(
         config, networks, optimizers_lib.make_optimizers(config), sharding.make_mesh())
 
 
@@ -142,9 +143,9 @@ def test_benchmark_reports_every_field():
   # device's program (the partitioned one), so the FLOPs are one device's share of the step
   # and give the per-device rate without dividing by the device count.
   mesh = sharding.make_mesh()
-  state, step = bigbigan_steps.create_state_and_step(config, mesh)
+  state, step = families.create_state_and_update(config, mesh)
   images = jax.ShapeDtypeStruct(_images(config).shape, jnp.uint8,
-                                sharding=bigbigan_steps.image_sharding(mesh))
+                                sharding=bigbigan_update.image_sharding(mesh))
   lowered = step.lower(state, images)
   cost = lowered.compile().cost_analysis()
   device_flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
@@ -182,7 +183,7 @@ def test_per_device_batch_norm_uses_each_shard_statistics():
   mesh = sharding.make_mesh()
 
   def run(per_device_mesh):
-    return jax.jit(lambda x: bigbigan_steps.run_network(
+    return jax.jit(lambda x: bigbigan_update.run_network(
         module, network, {}, x, per_device_mesh=per_device_mesh))(x)
 
   (global_out, global_net), (local_out, local_net) = run(None), run(mesh)
@@ -199,8 +200,8 @@ def test_per_device_batch_norm_uses_each_shard_statistics():
   np.testing.assert_allclose(stats(local_net)["var"], xs.var(1).mean(), rtol=1e-4)
   # On one device the two scopes agree.
   one = sharding.make_mesh(jax.devices()[:1])
-  single = jax.jit(lambda x: bigbigan_steps.run_network(module, network, {}, x,
-                                                        per_device_mesh=one))(x)
+  single = jax.jit(lambda x: bigbigan_update.run_network(module, network, {}, x,
+                                                         per_device_mesh=one))(x)
   np.testing.assert_allclose(single[0], global_out, rtol=1e-5, atol=1e-6)
 
 
@@ -209,9 +210,9 @@ def test_per_device_forward_equals_per_shard_reference():
   # (its own moments, its own noise), the running averages the devices' mean.
   run = reference.one_device_iteration("tiny")
   module, encoder = run["networks"].encoder, run["initial"].encoder
-  x = bigbigan_steps.normalise_images(jnp.asarray(_images(_tiny_config())[0]))
+  x = common.normalise_images(jnp.asarray(_images(_tiny_config())[0]))
   key = jax.random.PRNGKey(3)
-  per_device = jax.jit(lambda encoder, x, key: bigbigan_steps.run_network(
+  per_device = jax.jit(lambda encoder, x, key: bigbigan_update.run_network(
       module, encoder, encoder.params, x, rngs={"latent": key},
       per_device_mesh=sharding.make_mesh()))
   out, network = jax.device_get(per_device(encoder, x, key))
@@ -235,7 +236,7 @@ def test_per_device_batch_norm_step():
   # The whole iteration with BatchNorm per device on 8 devices (two examples each) against the
   # reference run shard by shard.
   config = reference.small_config(batch_norm_scope="per_device", batch_size=16)
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   state, images = reference.initial_state(config, networks), reference.random_images(config)
   expected = jax.device_get(reference.make_reference(config, networks, shards=8)(
       state, images))
@@ -248,6 +249,6 @@ def test_per_device_batch_norm_step():
 def test_unknown_batch_norm_scope_is_refused():
   config = _tiny_config(batch_norm_scope="device")
   with pytest.raises(ConfigError, match="batch_norm_scope='device'"):
-    bigbigan_steps.make_bigbigan_train_step(
-        config, build_networks(config), optimizers_lib.make_optimizers(config),
-        sharding.make_mesh())
+    bigbigan_update.make_bigbigan_train_step(
+        config, bigbigan_family.build_networks(config),
+        optimizers_lib.make_optimizers(config), sharding.make_mesh())

@@ -1,4 +1,4 @@
-"""The BigBiGAN iteration (`bigbigan_steps.make_bigbigan_train_step`) against a reference
+"""The BigBiGAN iteration (`bigbigan_update.make_bigbigan_train_step`) against a reference
 written here from the paper, independently of bigbigan/losses.py and of the update's code.
 
 With SGD (no momentum, no EMA) each update is exactly params - lr * gradient, so every
@@ -25,7 +25,7 @@ The reference, per the BigBiGAN paper (Donahue & Simonyan 2019) and BigGAN (Broc
   and the running averages go from one part to the next, while every part starts from the
   step's spectral vectors (spectral norm advances once per optimizer step).
 
-`test_bigbigan_steps.py` uses this reference for the per-device BatchNorm check and the SGD
+`test_bigbigan_update.py` uses this reference for the per-device BatchNorm check and the SGD
 helpers for 8 devices = 1 device; `test_accumulation.py` uses it with `micro_batches`.
 """
 
@@ -37,8 +37,9 @@ import numpy as np
 import optax
 import pytest
 
-from bigbigan import bigbigan_steps, sharding
-from bigbigan.models.networks import build_networks
+from bigbigan import sharding
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families import bigbigan_update
 from conftest import REPO, apply_overrides, load_config
 
 # Distinct rates per network: an update that used another network's optimizer would show.
@@ -71,8 +72,8 @@ def sgd_optimizers() -> dict[str, optax.GradientTransformation]:
 def _initial_state_all_scores():
   # Computed once: every test starts from this state (or its D less some heads).
   config = small_config()
-  networks = build_networks(config)
-  init = jax.jit(lambda rng: bigbigan_steps.init_bigbigan_state(
+  networks = bigbigan_family.build_networks(config)
+  init = jax.jit(lambda rng: bigbigan_family.init_bigbigan_state(
       networks, sgd_optimizers(), rng, config))
   return jax.device_get(init(jax.random.PRNGKey(0)))
 
@@ -100,7 +101,7 @@ def initial_state(config, networks):
 # that close, and the 8-device program's rounding flips it, which moves the gradient of E's
 # first stage by up to 4% (a kink of the loss, not a difference of the update; the same
 # happens to 1 device with the images scaled by 1 + 1e-7). Seeds 1, 3, 4 and 5 have no such
-# input for 8 devices = 1 or for per-device BatchNorm (test_bigbigan_steps.py) on this CPU
+# input for 8 devices = 1 or for per-device BatchNorm (test_bigbigan_update.py) on this CPU
 # (seed 2 has one in G for per-device BatchNorm). The update and the reference run the same
 # operations and agree to ~1e-7 whatever the seed.
 SEED = 1
@@ -115,9 +116,9 @@ def random_images(config, seed: int = SEED) -> np.ndarray:
 def run_update(config, networks, state, images, devices):
   """One iteration of the update under test on `devices`; (state, metrics) on the host."""
   mesh = sharding.make_mesh(devices)
-  step = bigbigan_steps.make_bigbigan_train_step(config, networks, sgd_optimizers(), mesh)
+  step = bigbigan_update.make_bigbigan_train_step(config, networks, sgd_optimizers(), mesh)
   state = jax.device_put(state, sharding.replicated(mesh))  # Donated: a copy of `state`.
-  images = jax.device_put(images, bigbigan_steps.image_sharding(mesh))
+  images = jax.device_put(images, bigbigan_update.image_sharding(mesh))
   return jax.device_get(step(state, images))
 
 
@@ -296,7 +297,7 @@ def make_reference(config, networks, shards=None, micro_batches=None):
 
 
 # One iteration of the update and of the reference, per variant, computed once per session
-# (test_bigbigan_steps.py compares 8 devices with the 1-device run).
+# (test_bigbigan_update.py compares 8 devices with the 1-device run).
 
 
 @functools.lru_cache(maxsize=None)
@@ -304,7 +305,7 @@ def one_device_iteration(variant: str = "tiny") -> dict:
   """{"config", "networks", "initial", "images", "update", "metrics", "reference"} for
   small_config(variant), the update run on one device."""
   config = small_config(variant)
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   state, images = initial_state(config, networks), random_images(config)
   reference = jax.device_get(make_reference(config, networks)(state, images))
   update, metrics = run_update(config, networks, state, images, jax.devices()[:1])
