@@ -7,10 +7,14 @@ what `mnist_preprocess` does inside the generic input pipeline (data/pipeline.py
 images stay uint8 until `normalise_pixels` runs on the devices.
 """
 
-import numpy as np
-import tensorflow as tf
+from __future__ import annotations
 
-from bigbigan.data.pipeline import Example, Preprocess
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # Annotations only: the constants and normalise_pixels need no TensorFlow.
+  from bigbigan.data.pipeline import Example, Preprocess
 
 MNIST_PIXELS = 28 * 28
 MNIST_CLASSES = 10
@@ -42,6 +46,10 @@ def mnist_preprocess(permutation: np.ndarray | None = None) -> Preprocess:
     A function from a TFDS MNIST example {"image": uint8[28, 28, 1] or its encoded bytes,
     "label": int64} to {"image": uint8[784], "label": int32}.
   """
+  # Here, not at the top: the MLP family's update and predict functions, which use this
+  # module's constants, run where TensorFlow is not installed.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   if permutation is not None:
     permutation = np.asarray(permutation)
     if (permutation.shape != (MNIST_PIXELS,)

@@ -8,12 +8,11 @@ predict functions (bigan_predict.py).
 """
 
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -21,8 +20,6 @@ from bigbigan import config_validation as check
 from bigbigan import losses
 from bigbigan import optimizers as optimizers_lib
 from bigbigan.data import mnist
-from bigbigan.data import pipeline
-from bigbigan.data.toy import Mixture
 from bigbigan.errors import ConfigError
 from bigbigan.families import bigan_predict
 from bigbigan.families.bigan_update import (OBJECTIVES, UPDATE_MODES, joint_discriminator,
@@ -107,7 +104,7 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
   return build_mlp_networks(config, DATA_DIMS[config.dataset])
 
 
-def _num_classes(config: ml_collections.ConfigDict) -> int:
+def num_classes(config: ml_collections.ConfigDict) -> int:
   """> 0: a conditional model, whose G and D also take the one-hot label."""
   return mnist.MNIST_CLASSES if config.get("conditional") else 0
 
@@ -148,7 +145,7 @@ def state_initializer(config: ml_collections.ConfigDict, networks: Networks
   return functools.partial(
       init_train_state, networks, optimizers_lib.make_optimizers(config),
       data_dim=DATA_DIMS[config.dataset], latent_dim=config.latent_dim,
-      joint=joint_discriminator(config, networks), num_classes=_num_classes(config),
+      joint=joint_discriminator(config, networks), num_classes=num_classes(config),
       ema=config.ema_decay > 0)
 
 
@@ -161,13 +158,13 @@ def make_update(config: ml_collections.ConfigDict, networks: Networks, mesh: Mes
                 ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
   """The jitted update with the config's optimizers (bigan_update.py)."""
   return make_train_step(config, networks, optimizers_lib.make_optimizers(config), mesh,
-                         _normalise(config), _num_classes(config))
+                         _normalise(config), num_classes(config))
 
 
 def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh
                      ) -> PredictFns:
   # D's features are a representation of x when D judges x alone (and needs no label).
-  d_features = not joint_discriminator(config, networks) and not _num_classes(config)
+  d_features = not joint_discriminator(config, networks) and not num_classes(config)
   return bigan_predict.make_predict_fns(config, networks, mesh, _normalise(config),
                                         discriminator_features=d_features)
 
@@ -175,7 +172,7 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
 def example_inputs(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   """One example of each input of the network `name`, as abstract arrays."""
   x = jax.ShapeDtypeStruct((1, DATA_DIMS[config.dataset]), jnp.float32)
-  classes = _num_classes(config)
+  classes = num_classes(config)
   if name == "generator":
     return {"z": jax.ShapeDtypeStruct((1, config.latent_dim + classes), jnp.float32)}
   if name == "encoder":
@@ -184,69 +181,15 @@ def example_inputs(config: ml_collections.ConfigDict, name: str) -> dict[str, An
   side = config.latent_dim * joint_discriminator(config, build_networks(config)) + classes
   if not side:
     return {"x": x}
-  return {"x": x, "side_input": jax.ShapeDtypeStruct((1, side), jnp.float32)}
-
-
-class MixtureData:
-  """The 2-D Gaussian mixture (data/toy.py), drawn in memory; unconditional."""
-
-  num_classes = 0
-  batch_axis = 0
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self._config = config
-    self.mixture = Mixture.from_config(config)
-
-  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
-    return self.mixture.train_batches(self._config.batch_size, self._config.seed, start_step)
-
-  @staticmethod
-  def normalise(x: jax.Array) -> jax.Array:
-    return x
-
-  @staticmethod
-  def make_inference_state_fn(networks: Networks) -> Callable[[TrainState], TrainState]:
-    del networks  # Evaluation runs the state as training left it.
-    return lambda state: state
-
-
-class MnistData:
-  """Permutation-invariant MNIST through TFDS: flattened 784-pixel images (uint8), with
-  their labels for a conditional model."""
-
-  batch_axis = 0
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self._config = config
-    # Fails early, with the clear message, if the dataset is not prepared.
-    pipeline.prepared_builder(config.dataset, config.data_dir)
-    permutation = None
-    if config.pixel_permutation_seed is not None:
-      permutation = mnist.pixel_permutation(config.pixel_permutation_seed)
-    self._preprocess = mnist.mnist_preprocess(permutation)
-    self.num_classes = _num_classes(config)
-
-  def train_batches(self, start_step: int) -> Iterator[Any]:
-    """Images, or (images, labels) for a conditional model."""
-    c = self._config
-    for batch in pipeline.train_batches(c.dataset, c.train_split, c.batch_size, c.seed,
-                                        self._preprocess, c.data_dir, start_step):
-      yield (batch["image"], batch["label"]) if self.num_classes else batch["image"]
-
-  def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
-    """This process's rows of the evaluation batches of `split` (pipeline.eval_batches)."""
-    c = self._config
-    return pipeline.eval_batches(c.dataset, split, c.eval_batch_size, self._preprocess,
-                                 c.data_dir)
-
-  @staticmethod
-  def normalise(x: jax.Array) -> jax.Array:
-    return mnist.normalise_pixels(x)
-
-  make_inference_state_fn = MixtureData.make_inference_state_fn
+  return {"x": x, "z": jax.ShapeDtypeStruct((1, side), jnp.float32)}
 
 
 def make_data(config: ml_collections.ConfigDict, mesh: Mesh):
-  """The training data of `config.dataset` (MixtureData or MnistData)."""
+  """The training data of `config.dataset` (bigan_data.py: MixtureData or MnistData)."""
   del mesh  # Batches are this process's host arrays; the trainer places them.
-  return MixtureData(config) if config.dataset == "mixture" else MnistData(config)
+  # Imported here: reading MNIST takes TensorFlow, which the update and predict functions
+  # (and the tools that use only those) must not need.
+  from bigbigan.families import bigan_data  # pylint: disable=g-import-not-at-top
+  if config.dataset == "mixture":
+    return bigan_data.MixtureData(config)
+  return bigan_data.MnistData(config, num_classes(config))
