@@ -9,7 +9,7 @@ RUN is a BigBiGAN run (python -m bigbigan.main). Its checkpoint is restored as w
 "running averages" rows run the EMA weights with the BatchNorm statistics the live weights
 accumulated in training (and the random-init encoder with BatchNorm's initial mean 0 and
 variance 1), the "standing statistics" rows with statistics recomputed for those very
-weights (bigbigan/standing_stats.py). Prints a markdown table.
+weights (bigbigan/families/standing_stats.py). Prints a markdown table.
 """
 
 import argparse
@@ -20,13 +20,14 @@ import flax
 import jax
 import numpy as np
 
-from bigbigan import bigbigan_steps, checkpointing, runs, sharding
+from bigbigan import checkpointing, run_directory, sharding
 from bigbigan.data import images as image_data
 from bigbigan.data import pipeline
-from bigbigan.evaluation.images import ImageEvaluator
-from bigbigan.models.networks import build_networks
+from bigbigan.evaluation.context import EvaluationContext
+from bigbigan.evaluation.registry import Evaluation
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families.common import normalise_images, to_discriminator_resolution
 from bigbigan.state import TrainState
-from bigbigan.tasks import ImageTask
 
 NETWORKS = ("generator", "encoder")
 
@@ -45,11 +46,11 @@ class _StateWithoutStandingStats:
 
 def _restore_without_standing_stats(config, workdir: str, step, mesh):
   """A checkpoint written before TrainState had `standing_stats`, as a TrainState."""
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   abstract = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                         sharding=sharding.replicated(mesh)),
-      jax.eval_shape(bigbigan_steps.state_initializer(config, networks),
+      jax.eval_shape(bigbigan_family.state_initializer(config, networks),
                      jax.random.PRNGKey(config.seed)))
   fields = [field.name for field in dataclasses.fields(_StateWithoutStandingStats)]
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
@@ -72,9 +73,9 @@ def _reconstruction_error(config, fns, state, mesh, count: int) -> float:
                                            train=False)
   for batch in pipeline.eval_batches(config.dataset, config.eval_split,
                                      config.eval_batch_size, preprocess, config.data_dir):
-    x = bigbigan_steps.normalise_images(sharding.to_global_batch(batch["image"], mesh))
-    reconstructed = fns["generate"](state, fns["encode"](state, x)["z_mean"])
-    x_small = bigbigan_steps.to_discriminator_resolution(x, config.resolution)
+    x = normalise_images(sharding.to_global_batch(batch["image"], mesh))
+    reconstructed = fns.generate(state, fns.encode(state, x)["z_mean"])
+    x_small = to_discriminator_resolution(x, config.resolution)
     mask = sharding.gather_rows(sharding.to_global_batch(batch["mask"], mesh)).astype(bool)
     squared = (sharding.gather_rows(reconstructed) - sharding.gather_rows(x_small)) ** 2
     errors.append(squared.reshape(len(squared), -1).mean(1)[mask])
@@ -92,19 +93,21 @@ def main() -> None:
   args = parser.parse_args()
   pipeline.hide_accelerators_from_tensorflow()
 
-  config = runs.load_run_config(args.workdir)
+  config = run_directory.load_run_config(args.workdir)
   written = config.get("standing_stats_batches", 0)
   mesh = sharding.make_mesh()
   if "standing_stats_batches" in config:
-    step, state, networks = runs.restore_run(config, args.workdir,
-                                             runs.parse_step(args.step), mesh)
+    step, state, networks = run_directory.restore_run(
+        config, args.workdir, run_directory.parse_step(args.step), mesh)
   else:
     step, state, networks = _restore_without_standing_stats(config, args.workdir, args.step,
                                                             mesh)
-  initial = jax.jit(bigbigan_steps.state_initializer(config, build_networks(config)),
-                    out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  initial = jax.jit(
+      bigbigan_family.state_initializer(config, bigbigan_family.build_networks(config)),
+      out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
   config.standing_stats_batches = args.standing_stats_batches
-  refresh = ImageTask(config, mesh, args.workdir).make_inference_state_fn(networks)
+  data = bigbigan_family.make_data(config, mesh)
+  refresh = data.make_inference_state_fn(networks)
 
   def with_standing_stats(s):
     live = {name: getattr(s, name).batch_stats for name in NETWORKS}
@@ -114,15 +117,13 @@ def main() -> None:
       "running averages": (_without_standing_stats(state), _without_standing_stats(initial)),
       "standing statistics": (with_standing_stats(state), with_standing_stats(initial)),
   }
-  fns = bigbigan_steps.make_bigbigan_inference_fns(config, networks, mesh)
-  preprocess = image_data.image_preprocess(config.dataset, config.encoder.resolution,
-                                           train=False)
+  fns = bigbigan_family.make_predict_fns(config, networks, mesh)
   rows = []
   for name, (trained, random_init) in variants.items():
-    evaluator = ImageEvaluator(config, networks, mesh, args.workdir, preprocess,
-                               initial_state=lambda s=random_init: s,
-                               metrics=("linear_probe", "knn"))
-    found = evaluator(trained, step)
+    evaluation = Evaluation(EvaluationContext(config, mesh, args.workdir, data,
+                                              initial_state=lambda s=random_init: s),
+                            names=("linear_probe", "knn"))
+    found = evaluation.run(fns, trained, step)
     for encoder, s, suffix in (("learned (EMA)", trained, ""),
                                ("random init", random_init, "_random_init")):
       rows.append((name, encoder, found[f"linear_accuracy{suffix}"],

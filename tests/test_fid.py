@@ -1,5 +1,7 @@
 """FID, streaming feature statistics and Inception Score against float64 NumPy references."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -184,9 +186,12 @@ def test_a_cache_file_of_another_key_is_recomputed(tmp_path):
 
 def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_change(
     metadata_dir, tmp_path):
-  """ImageEvaluator._reference_statistics with a fake Inception: only a change of what the
-  statistics depend on computes them again."""
-  from bigbigan.evaluation import images  # pylint: disable=g-import-not-at-top
+  """FrechetInceptionDistance._reference_statistics with a fake Inception: only a change of
+  what the statistics depend on computes them again."""
+  # pylint: disable=g-import-not-at-top
+  from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+  from bigbigan.evaluation.image_generation import FrechetInceptionDistance
+  # pylint: enable=g-import-not-at-top
   from mnist_mock import tiny_bigbigan_config  # pylint: disable=g-import-not-at-top
   weights = tmp_path / "weights.pth"
   weights.write_bytes(b"weights, version 1")
@@ -199,19 +204,19 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
                                      "inception_weights": str(weights), **overrides})
     # A fresh evaluator each time, as a new training run or bigbigan.evaluate has; only the
     # parts _reference_statistics uses, and an Inception that needs no weights.
-    evaluator = object.__new__(images.ImageEvaluator)
-    evaluator._config, evaluator._workdir = config, str(workdir)
-    evaluator._real_batches = lambda count: ("real images", count)
+    evaluator = FrechetInceptionDistance(EvaluationContext(
+        config, mesh=None, workdir=str(workdir), data=None, initial_state=None))
+    evaluator._real_batches = lambda predict, count: ("real images", count)
 
-    def inception_outputs(batches, logits, what):
-      assert batches == ("real images", config.fid_samples) and not logits and what
+    def inception_outputs(batches, what):
+      assert batches == ("real images", config.fid_samples) and what
       computed.append(dict(overrides))
       statistics = fid.FeatureStatistics(4)
       statistics.update(np.random.default_rng(len(computed)).standard_normal((9, 4)))
       return statistics, None
 
-    evaluator._inception_outputs = inception_outputs
-    return evaluator._reference_statistics()
+    evaluator._inception = types.SimpleNamespace(outputs=inception_outputs)
+    return evaluator._reference_statistics(predict=None)
 
   first = reference()
   np.testing.assert_array_equal(reference()[1], first[1])
@@ -226,5 +231,5 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
   reference()
   assert len(computed) == 6
   assert len(list(workdir.glob("fid_reference_*.npz"))) == 6
-  with pytest.raises(images.MetricUnavailable, match="FID Inception weights not found at"):
+  with pytest.raises(MetricUnavailable, match="FID Inception weights not found at"):
     reference(inception_weights=str(tmp_path / "missing.pth"))

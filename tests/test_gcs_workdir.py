@@ -21,8 +21,8 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 import bigbigan
-from bigbigan import checkpointing, evaluate, pretrained, runs, tensorboard_events, train
-from bigbigan.config_validation import validate_config
+from bigbigan import checkpointing, evaluate, export, families, run_directory
+from bigbigan import tensorboard_events, train
 from bigbigan.data.toy import Mixture
 from bigbigan.errors import ConfigError
 from bigbigan.evaluation import fid
@@ -256,14 +256,14 @@ def test_every_config_has_checkpoint_dir(config):
 def test_checkpoint_dir_of_older_runs_and_bad_values(tiny_config):
   fields = json.loads(tiny_config().to_json_best_effort())
   del fields["checkpoint_dir"]  # A config.json written before the field existed.
-  older = runs.config_from_dict(fields)
+  older = run_directory.config_from_dict(fields)
   assert checkpointing.checkpoint_directory("gs://b/run", older.checkpoint_dir) == (
       "gs://b/run/checkpoints")
   assert checkpointing.checkpoint_directory("run", "gs://c/ckpt") == "gs://c/ckpt"
   # (ConfigDict refuses a value of another type; None and blanks get through it.)
   for value in (None, "  "):
     with pytest.raises(ConfigError, match=rf"config.checkpoint_dir={value!r}: must be a dir"):
-      validate_config(tiny_config(checkpoint_dir=value), num_devices=8)
+      families.validate_config(tiny_config(checkpoint_dir=value), num_devices=8)
 
 
 @pytest.mark.slow
@@ -315,7 +315,7 @@ def test_bigbigan_run_evaluate_and_export_on_gs(mock_mnist, bucket, tmp_path):
 
   # bigbigan.export (its main is a thin wrapper of export_run, whose flags cannot be defined
   # beside evaluate's in one process) writes the bundle to the bucket; it loads from there.
-  manifest = pretrained.export_run(run, f"{BUCKET}/bundles/tiny", step=3)
+  manifest = export.export_run(run, f"{BUCKET}/bundles/tiny", step=3)
   assert manifest["step"] == 3
   assert (bucket.path(f"{BUCKET}/bundles/tiny") / "bundle.json").exists()
   assert bigbigan.load(f"{BUCKET}/bundles/tiny").step == 3

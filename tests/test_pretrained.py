@@ -14,9 +14,10 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 import bigbigan
-from bigbigan import bigbigan_steps, bundle, pretrained, sharding
+from bigbigan import bundle, export, pretrained, sharding
 from bigbigan.errors import BundleError, ConfigError, InputError
-from bigbigan.models.networks import build_networks
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families.common import normalise_images
 from bigbigan.state import inference_params
 from conftest import REPO
 
@@ -35,23 +36,23 @@ def _images(n, side=32, seed=0):
 def _reference(tiny_bundle):
   """The trained state's evaluation-mode networks, as the evaluation suite runs them."""
   config, mesh = tiny_bundle["config"], sharding.make_mesh()
-  fns = bigbigan_steps.make_bigbigan_inference_fns(config, build_networks(config), mesh)
+  fns = bigbigan_family.make_predict_fns(config, bigbigan_family.build_networks(config), mesh)
   to_devices = lambda a: jax.device_put(a, sharding.batch_sharded(mesh))  # noqa: E731
-  return fns, to_devices, jax.jit(bigbigan_steps.normalise_images)
+  return fns, to_devices, jax.jit(normalise_images)
 
 
 def test_load_encodes_bit_identically_to_the_trained_ema_encoder(tiny_bundle, model):
   fns, to_devices, normalise = _reference(tiny_bundle)
   state, images = tiny_bundle["state"], _images(16)
-  expected = fns["encode"](state, normalise(to_devices(images)))
+  expected = fns.encode(state, normalise(to_devices(images)))
   got = model.encode(images)
   assert set(got) == set(OUTPUTS)
   for name in OUTPUTS:
     np.testing.assert_array_equal(got[name], np.asarray(expected[name]), err_msg=name)
   z = got["z_mean"]
   np.testing.assert_array_equal(model.generate(z),
-                                np.asarray(fns["generate"](state, to_devices(z))))
-  scores = fns["discriminate"](state, normalise(to_devices(images)), to_devices(z))
+                                np.asarray(fns.generate(state, to_devices(z))))
+  scores = fns.discriminate(state, normalise(to_devices(images)), to_devices(z))
   got_scores = model.discriminate(images, z)
   assert set(got_scores) == {"score_xz", "score_x", "score_z"}
   for name, score in scores.items():
@@ -59,7 +60,7 @@ def test_load_encodes_bit_identically_to_the_trained_ema_encoder(tiny_bundle, mo
   # The EMA weights with their standing statistics, not the live weights nor the live
   # BatchNorm averages (the fixture moved all three apart).
   for other in (state.replace(ema=None), state.replace(standing_stats=None)):
-    other_z = fns["encode"](other, normalise(to_devices(images)))["z_mean"]
+    other_z = fns.encode(other, normalise(to_devices(images)))["z_mean"]
     assert not np.allclose(np.asarray(other_z), z, rtol=1e-3, atol=1e-4)
   assert model.step == tiny_bundle["step"]
 
@@ -82,7 +83,7 @@ def test_uint8_and_float_images_give_the_same_features(model):
   images = _images(8)
   from_uint8 = model.encode(images)
   # The float images the model makes of uint8 ones: bit for bit the same features.
-  normalised = np.asarray(jax.jit(bigbigan_steps.normalise_images)(images))
+  normalised = np.asarray(jax.jit(normalise_images)(images))
   exact = model.encode(normalised)
   # x / 127.5 - 1 in NumPy rounds some pixels differently in the last bit.
   numpy_float = model.encode(images.astype(np.float32) / 127.5 - 1.0)
@@ -212,7 +213,7 @@ def test_missing_and_unfinished_bundles_are_refused(tiny_bundle, tmp_path):
 
 def test_bundle_without_discriminator(tiny_bundle, tmp_path, model):
   out = tmp_path / "encoder_only"
-  manifest = pretrained.export_run(str(tiny_bundle["workdir"]), str(out))
+  manifest = export.export_run(str(tiny_bundle["workdir"]), str(out))
   assert set(manifest["networks"]) == {"encoder", "generator"}
   small = bigbigan.load(str(out))
   np.testing.assert_array_equal(small.encode(_images(8))["avepool_feat"],
@@ -238,18 +239,18 @@ def test_export_command_writes_and_never_clobbers(tiny_bundle, tmp_path):
   last_line = refused.stderr.strip().splitlines()[-1]
   assert last_line.startswith(f"bigbigan: error: {out} exists: pass --overwrite")
   assert (out / bundle.WEIGHTS).read_bytes() == before
-  manifest = pretrained.export_run(workdir, str(out), overwrite=True, with_discriminator=True)
+  manifest = export.export_run(workdir, str(out), overwrite=True, with_discriminator=True)
   assert json.loads((out / bundle.MANIFEST).read_text()) == manifest
   assert "discriminator" in manifest["networks"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # No staging left behind.
   with pytest.raises(ConfigError, match="config.json not found"):
-    pretrained.export_run(str(tmp_path / "no_run"), str(tmp_path / "x"))
+    export.export_run(str(tmp_path / "no_run"), str(tmp_path / "x"))
   with pytest.raises(BundleError, match="is not a bundle .it holds cli.* left untouched"):
-    pretrained.export_run(workdir, str(tmp_path), overwrite=True)
+    export.export_run(workdir, str(tmp_path), overwrite=True)
   assert (out / bundle.WEIGHTS).exists()
   # What an interrupted export to an object store leaves (no manifest) may be replaced.
   (out / bundle.MANIFEST).unlink()
-  pretrained.export_run(workdir, str(out), overwrite=True)
+  export.export_run(workdir, str(out), overwrite=True)
   assert bigbigan.load(str(out)).step == tiny_bundle["step"]
 
 
@@ -271,7 +272,7 @@ def test_gs_bundles_are_written_manifest_last_and_load(tiny_bundle, tmp_path, mo
   # With TensorFlow installed epath sends gs:// to tf.io.gfile, past the mock: hide it.
   with epath_testing.mock_epath(**{name: redirect for name in names}), \
       mock.patch.object(gpath, "_is_tf_installed", lambda: False):
-    pretrained.export_run(str(tiny_bundle["workdir"]), "gs://bucket/bundles/tiny")
+    export.export_run(str(tiny_bundle["workdir"]), "gs://bucket/bundles/tiny")
     assert opened == [bundle.WEIGHTS, bundle.README, bundle.MANIFEST]
     loaded = bigbigan.load("gs://bucket/bundles/tiny")
   assert (tmp_path / "bucket" / "bundles" / "tiny" / bundle.MANIFEST).exists()

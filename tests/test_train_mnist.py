@@ -9,13 +9,14 @@ import jax
 import numpy as np
 import pytest
 
-from bigbigan import checkpointing, sharding, steps, train
+from bigbigan import checkpointing, sharding, train
 from bigbigan import optimizers as optimizers_lib
 from bigbigan.data import mnist
 from bigbigan.errors import ConfigError, DatasetError
 from bigbigan.evaluation.linear_probe import linear_probe_accuracy
-from bigbigan.models.networks import build_networks
-from bigbigan.state import init_train_state
+from bigbigan.families import bigan_predict, bigan_update
+from bigbigan.families.bigan import init_train_state
+from bigbigan.models.networks import build_mlp_networks
 from conftest import REPO, free_port, run_processes
 from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label, tiny_mnist_config
 
@@ -51,17 +52,18 @@ def _expected_representation_metrics(config, state, probe: bool) -> dict:
   """The evaluator's metrics recomputed from the trained state: {name: value}, with None
   for a metric that must be logged but is not recomputed.
 
-  Features come from the inference functions on the mock's images; 1-NN is float64 NumPy.
-  Names as MnistEvaluator's: the headline features (the first of z_logits, z_mean,
-  discriminator) unsuffixed, the others with their name, `_cosine` for cosine 1-NN. Of the
-  probe's accuracies only the headline's is recomputed: an L-BFGS fit costs seconds here,
-  the others take the same path, and the probe's own answers are tested on datasets built
-  for them (test_linear_probe.py).
+  Features come from the predict functions on the mock's images; 1-NN is float64 NumPy.
+  Names as MnistRepresentation's (evaluation/mnist_representation.py): the headline
+  features (the first of z_logits, z_mean, discriminator) unsuffixed, the others with their
+  name, `_cosine` for cosine 1-NN. Of the probe's accuracies only the headline's is
+  recomputed: an L-BFGS fit costs seconds here, the others take the same path, and the
+  probe's own answers are tested on datasets built for them (test_linear_probe.py).
   """
   mesh = sharding.make_mesh()
-  networks = build_networks(config, mnist.MNIST_PIXELS)
-  d_features = not steps.joint_discriminator(config, networks) and not config.conditional
-  features_fn = steps.make_inference_fns(networks, mesh, d_features)["features"]
+  networks = build_mlp_networks(config, mnist.MNIST_PIXELS)
+  d_features = not bigan_update.joint_discriminator(config, networks) and not config.conditional
+  features_fn = bigan_predict.make_predict_fns(config, networks, mesh, mnist.normalise_pixels,
+                                               d_features).features
 
   def features(images):
     padded = np.zeros((-len(images) % 8 + len(images), images.shape[1]), np.float32)
@@ -159,10 +161,10 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   # The encoder's 1-NN accuracies are those of the saved state's features, recomputed in
   # this one process.
   config = tiny_mnist_config(eval_linear_probe=False)
-  networks = build_networks(config, mnist.MNIST_PIXELS)
+  networks = build_mlp_networks(config, mnist.MNIST_PIXELS)
   init = functools.partial(init_train_state, networks, optimizers_lib.make_optimizers(config),
                            data_dim=mnist.MNIST_PIXELS, latent_dim=config.latent_dim,
-                           joint=steps.joint_discriminator(config, networks),
+                           joint=bigan_update.joint_discriminator(config, networks),
                            ema=config.ema_decay > 0)
   # Restored on one device: orbax takes seconds longer for an 8-device replicated copy.
   replicated = sharding.replicated(sharding.make_mesh(jax.devices()[:1]))
@@ -241,7 +243,8 @@ def test_conditional_generator_and_discriminator_see_the_label(mock_mnist, tmp_p
   assert state.encoder.params["hidden"]["dense_0"]["kernel"].shape[0] == 784
   # The same z with two labels gives two different images.
   mesh = sharding.make_mesh()
-  generate = steps.make_inference_fns(build_networks(config, 784), mesh)["generate"]
+  generate = bigan_predict.make_predict_fns(config, build_mlp_networks(config, 784), mesh,
+                                            mnist.normalise_pixels).generate
   z = np.zeros((8, latent), np.float32)
   onehot = np.eye(classes, dtype=np.float32)[np.arange(8) % 2]
   images = np.asarray(generate(state, sharding.from_host_array(

@@ -15,14 +15,26 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 import bigbigan
-from bigbigan import bigbigan_steps, evaluate, pretrained, runs, sharding, tasks, train
-from bigbigan.evaluation import images as evaluation_images
-from bigbigan.models.networks import build_networks
+from bigbigan import evaluate, export, families, run_directory, sharding, train
+from bigbigan.evaluation.context import EvaluationContext
+from bigbigan.evaluation.registry import Evaluation
+from bigbigan.families import bigbigan as bigbigan_family
+from bigbigan.families.common import normalise_images
 from conftest import REPO, free_port, run_processes
 import mnist_mock
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
 LOSSES = ("d_loss", "eg_loss", "encoder_std", "real_score_xz", "fake_score_xz")
+# The metrics that have a *_random_init reference: the linear probe's and k-NN's headline.
+HEADLINE_METRICS = ("linear_accuracy", "knn_1_accuracy_cosine")
+
+
+def _evaluation(config, mesh, workdir, data, networks, names=None):
+  """The evaluation the trainer runs (evaluation/registry.py) of `names` (default: the
+  config's), with the run's initial state as the random-init reference."""
+  initial_state = families.initial_state_for_evaluation(
+      config, networks, mesh, data.make_inference_state_fn(networks))
+  return Evaluation(EvaluationContext(config, mesh, workdir, data, initial_state), names)
 
 
 def _metrics(workdir):
@@ -55,18 +67,20 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
 
   # The *_random_init metrics are those of the run's initial state (state_initializer from
   # config.seed, made ready for inference as the trainer makes its own), recomputed here
-  # through the task's public evaluator. (On the mock's noise images every encoder is at
+  # through the family's evaluation. (On the mock's noise images every encoder is at
   # chance, and 2 steps barely move the EMA encoder: the trained metrics happen to equal
   # these. That the reference never comes from the evaluated state is tested on images
   # that tell the classes apart: test_random_init_reference_is_the_initial_encoders.)
   mesh = sharding.make_mesh()
-  networks = build_networks(config)
-  task = tasks.ImageTask(config, mesh, str(tmp_path))
-  init = jax.jit(bigbigan_steps.state_initializer(config, networks),
+  networks = bigbigan_family.build_networks(config)
+  data = bigbigan_family.make_data(config, mesh)
+  init = jax.jit(bigbigan_family.state_initializer(config, networks),
                  out_shardings=sharding.replicated(mesh))
-  initial = task.make_inference_state_fn(networks)(init(jax.random.PRNGKey(config.seed)))
-  reference = task.make_evaluator(networks, metrics=("linear_probe", "knn"))(initial, 0)
-  for metric in evaluation_images.HEADLINE_METRICS:
+  initial = data.make_inference_state_fn(networks)(init(jax.random.PRNGKey(config.seed)))
+  predict = bigbigan_family.make_predict_fns(config, networks, mesh)
+  reference = _evaluation(config, mesh, str(tmp_path), data, networks,
+                          names=("linear_probe", "knn")).run(predict, initial, 0)
+  for metric in HEADLINE_METRICS:
     assert final[f"{metric}_random_init"] == reference[metric], metric
   for figure in ("reconstructions", "interpolations", "neighbours"):
     assert (tmp_path / f"{figure}_0000002.png").exists(), figure
@@ -88,7 +102,7 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   assert "fid" not in evaluated and "linear_accuracy" not in evaluated
 
   # The probe streamed (features recomputed by the encoder on every pass, as for ImageNet).
-  config = runs.load_run_config(str(tmp_path))
+  config = run_directory.load_run_config(str(tmp_path))
   config.probe_in_memory = False
   step, streamed, errors = evaluate.evaluate_checkpoint(config, str(tmp_path),
                                                         metrics=("linear_probe",))
@@ -98,18 +112,17 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
 
   # Exported and loaded, the trained run's encoder gives bit for bit the outputs of the
   # trained state's EMA encoder as the evaluation suite runs it.
-  pretrained.export_run(str(tmp_path), str(tmp_path / "bundle"))
+  export.export_run(str(tmp_path), str(tmp_path / "bundle"))
   model = bigbigan.load(str(tmp_path / "bundle"))
-  fns = bigbigan_steps.make_bigbigan_inference_fns(config, build_networks(config), mesh)
+  fns = bigbigan_family.make_predict_fns(config, bigbigan_family.build_networks(config), mesh)
   images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-  x = jax.jit(bigbigan_steps.normalise_images)(
-      jax.device_put(images, sharding.batch_sharded(mesh)))
-  expected, got = fns["encode"](state, x), model.encode(images)
+  x = jax.jit(normalise_images)(jax.device_put(images, sharding.batch_sharded(mesh)))
+  expected, got = fns.encode(state, x), model.encode(images)
   assert model.step == 2 and set(got) == set(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
   # The trained encoder that training evaluated is not the random one of the reference.
-  assert not np.allclose(expected["avepool_feat"], fns["encode"](initial, x)["avepool_feat"])
+  assert not np.allclose(expected["avepool_feat"], fns.encode(initial, x)["avepool_feat"])
 
 
 def _class_template_as_dataset(self, split, **kwargs):
@@ -131,21 +144,22 @@ def test_random_init_reference_is_the_initial_encoders(metadata_dir, tmp_path):
   # is 8. Evaluating the blind encoder, the random-init reference must stay 11 of 11.
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), eval_metrics=("knn",))
   mesh = sharding.make_mesh()
-  networks = build_networks(config)
+  networks = bigbigan_family.build_networks(config)
   with tfds.testing.mock_data(data_dir=str(metadata_dir),
                               as_dataset_fn=_class_template_as_dataset):
-    task = tasks.ImageTask(config, mesh, str(tmp_path))
-    for_inference = task.make_inference_state_fn(networks)
-    initial = jax.jit(bigbigan_steps.state_initializer(config, networks),
+    data = bigbigan_family.make_data(config, mesh)
+    for_inference = data.make_inference_state_fn(networks)
+    initial = jax.jit(bigbigan_family.state_initializer(config, networks),
                       out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
     blind = for_inference(initial.replace(ema={
         **initial.ema, "encoder": jax.tree.map(jnp.zeros_like, initial.ema["encoder"])}))
-    evaluate_suite = task.make_evaluator(networks)
-    found = evaluate_suite(blind, 1)
+    evaluation = _evaluation(config, mesh, str(tmp_path), data, networks)
+    predict = bigbigan_family.make_predict_fns(config, networks, mesh)
+    found = evaluation.run(predict, blind, 1)
     assert found["knn_1_accuracy_cosine"] == 1 / 11
     assert found["knn_1_accuracy_cosine_random_init"] == 1.0
     # The reference is the evaluation of the initial state itself.
-    assert evaluate_suite(for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
+    assert evaluation.run(predict, for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
 
 
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigbigan import checkpointing, evaluate, pretrained, runs, sharding, train
+from bigbigan import checkpointing, evaluate, export, run_directory, sharding, train
 from bigbigan.errors import CheckpointError, ConfigError
-from bigbigan.evaluation.images import ImageEvaluator
+from bigbigan.evaluation.image_representation import NearestNeighbours
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
 METRIC = "knn_1_train_val_accuracy_cosine"
@@ -62,8 +62,8 @@ def test_trainer_keeps_the_best_step_and_evaluate_and_export_use_it(mock_mnist, 
                                                                     monkeypatch):
   # The trainer's evaluation scripted: the selection metric peaks at step 2 (of 4, then 5).
   scripted = {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.1, 5: 0.0}
-  monkeypatch.setattr(ImageEvaluator, "__call__",
-                      lambda self, state, step: {METRIC: scripted[step]})
+  monkeypatch.setattr(NearestNeighbours, "run",
+                      lambda self, predict, state, step: {METRIC: scripted[step]})
   config = tiny_bigbigan_config(data_dir=mock_mnist, total_steps=4, eval_every_steps=1,
                                 checkpoint_every_steps=4, keep_checkpoints=1,
                                 eval_metrics=("knn",))
@@ -72,7 +72,7 @@ def test_trainer_keeps_the_best_step_and_evaluate_and_export_use_it(mock_mnist, 
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
                 if p.name.isdigit()) == [2, 4]
   mesh = sharding.make_mesh()
-  step, state, _ = runs.restore_run(config, str(tmp_path), "best", mesh)
+  step, state, _ = run_directory.restore_run(config, str(tmp_path), "best", mesh)
   assert step == 2 and int(state.step) == 2
   # Resuming still starts from the latest.
   resumed = train.train_and_evaluate(
@@ -82,15 +82,15 @@ def test_trainer_keeps_the_best_step_and_evaluate_and_export_use_it(mock_mnist, 
       str(tmp_path), train_batches=fixed_image_batches(config, 4))
   assert int(resumed.step) == 5
   # bigbigan.evaluate and bigbigan.export read "best" the same way.
-  step, results, _ = evaluate.evaluate_checkpoint(runs.load_run_config(str(tmp_path)),
-                                                  str(tmp_path), step="best")
+  step, results, _ = evaluate.evaluate_checkpoint(
+      run_directory.load_run_config(str(tmp_path)), str(tmp_path), step="best")
   assert step == 2 and results == {METRIC: 0.9}
-  manifest = pretrained.export_run(str(tmp_path), str(tmp_path / "bundle"), step="best")
+  manifest = export.export_run(str(tmp_path), str(tmp_path / "bundle"), step="best")
   assert manifest["step"] == 2
 
 
 def test_step_flag_values():
-  assert runs.parse_step(None) is None and runs.parse_step("best") == "best"
-  assert runs.parse_step("1200") == 1200
+  assert run_directory.parse_step(None) is None and run_directory.parse_step("best") == "best"
+  assert run_directory.parse_step("1200") == 1200
   with pytest.raises(ConfigError, match="--step=last: pass a step number, or 'best'"):
-    runs.parse_step("last")
+    run_directory.parse_step("last")
