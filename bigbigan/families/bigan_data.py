@@ -71,5 +71,5 @@ class MnistData:
   def normalise(x: jax.Array) -> jax.Array:
     return mnist.normalise_pixels(x)
 
-  make_inference_state_fn = MixtureData.make_inference_state_fn
+  make_inference_state_fn = staticmethod(MixtureData.make_inference_state_fn)
 
