@@ -68,6 +68,7 @@ def test_two_discriminator_updates_per_encoder_generator_update(two_d_steps):
   assert not np.allclose(ema_kernel, 0.0)
 
 
+@pytest.mark.slow
 def test_batch_norm_and_spectral_state_advance(two_d_steps):
   _, (state, _, fresh) = two_d_steps
   for network in ("generator", "encoder"):
@@ -205,6 +206,7 @@ def test_per_device_batch_norm_uses_each_shard_statistics():
   np.testing.assert_allclose(single[0], global_out, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_per_device_forward_equals_per_shard_reference():
   # E's training forward with BatchNorm per device: each device's shard alone through E
   # (its own moments, its own noise), the running averages the devices' mean.

@@ -43,6 +43,7 @@ def test_published_parameter_counts_through_the_summary():
   assert bigbigan_d["parameters"] == trunk_and_head + h + (2048 + 1) + j + (2048 + 1)
 
 
+@pytest.mark.slow
 def test_summary_command_prints_json():
   out = subprocess.run([sys.executable, "-m", "bigbigan.summary",
                         f"--config={REPO}/configs/biggan.py:conditional"], cwd=REPO,

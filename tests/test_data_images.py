@@ -168,6 +168,7 @@ def take_two(iterator):
   return [next(iterator), next(iterator)]
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_reports_images_per_core(monkeypatch):
   import os  # pylint: disable=g-import-not-at-top
   import types  # pylint: disable=g-import-not-at-top

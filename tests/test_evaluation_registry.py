@@ -77,6 +77,7 @@ def test_unknown_metric_names_are_refused(fake_registry):
     registry.Evaluation(_context(), names=("first", "fidd"))
 
 
+@pytest.mark.slow
 def test_the_trainer_evaluates_each_metric_at_its_cadence(tmp_path, tiny_config):
   """mode_coverage every 40 steps while the default cadence is 20: evaluated at 40, 80 and
   the last step (100), and no other step carries its metrics."""

@@ -31,6 +31,7 @@ def test_an_unknown_family_is_refused_with_the_allowed_ones(tiny_config):
     families.validate_config(config, num_devices=1)
 
 
+@pytest.mark.slow
 def test_a_new_family_is_one_module_and_one_registry_line(tmp_path, tiny_config,
                                                           monkeypatch):
   monkeypatch.setitem(families.FAMILIES, "example", "example_family")  # The one line.

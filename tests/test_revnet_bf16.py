@@ -76,6 +76,7 @@ def _stage_gradient(channels, units, dtype, reversible, variables, x, weights):
   return jax.jit(jax.grad(loss))(variables["params"])
 
 
+@pytest.mark.slow
 def test_reversible_stage_recomputes_padded_zeros_exactly():
   # In float32, three units after a padded input: unit 1's input is recomputed from unit 2's
   # (not stored), so its zero channels come back as rounding noise unless set exactly; the

@@ -162,6 +162,7 @@ def test_random_init_reference_is_the_initial_encoders(metadata_dir, tmp_path):
     assert evaluation.run(predict, for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
   def run(workdir, total_steps, start_step):
     config = tiny_bigbigan_config(data_dir=mock_mnist, total_steps=total_steps,

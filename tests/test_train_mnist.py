@@ -214,6 +214,7 @@ def test_autoencoder_needs_an_encoder(tmp_path):
     ("jlr", ("penultimate", "discriminator")),
     ("conditional", ("penultimate", "z_mean")),  # A tanh E: its logits are the headline.
 ])
+@pytest.mark.slow
 def test_table1_baselines_train_and_evaluate(mock_mnist, tmp_path, variant, other_features):
   config = tiny_mnist_config(variant, eval_linear_probe=False)
   state = jax.device_get(train.train_and_evaluate(config, str(tmp_path)))
@@ -232,6 +233,7 @@ def test_table1_baselines_train_and_evaluate(mock_mnist, tmp_path, variant, othe
   assert (tmp_path / "mnist_0000002.png").exists()
 
 
+@pytest.mark.slow
 def test_conditional_generator_and_discriminator_see_the_label(mock_mnist, tmp_path):
   config = tiny_mnist_config("conditional", eval_linear_probe=False)
   state = train.train_and_evaluate(config, str(tmp_path))
