@@ -391,7 +391,8 @@ CHANGE_RTOL = 1e-4
 # The ablations are slow: each compiles the update and the reference anew (~10 s with a
 # warm compilation cache, minutes without).
 @pytest.mark.parametrize("variant", [
-    "tiny",  # All three scores: s_x, s_z and s_xz.
+    # 72 s from a cold compilation cache: the whole suite runs it, the fast tier does not.
+    pytest.param("tiny", marks=pytest.mark.slow),  # All three scores: s_x, s_z and s_xz.
     pytest.param("tiny,x_unary_only", marks=pytest.mark.slow),
     pytest.param("tiny,z_unary_only", marks=pytest.mark.slow),
     pytest.param("tiny,no_unaries", marks=pytest.mark.slow)])

@@ -80,6 +80,7 @@ def test_resume_equals_uninterrupted_run(tiny_config, tmp_path, variant, overrid
     assert [m.get(name) for m in a] == [m.get(name) for m in b], name
 
 
+@pytest.mark.slow
 def test_keeps_the_last_n_checkpoints(tiny_config, tmp_path):
   config = tiny_config("gan", total_steps=5, checkpoint_every_steps=1, keep_checkpoints=2)
   train.train_and_evaluate(config, str(tmp_path))
@@ -107,6 +108,7 @@ def test_bad_config_is_refused_before_touching_checkpoints(tiny_config, tmp_path
   assert _tree_digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
   train.train_and_evaluate(tiny_config("bigan", total_steps=2), str(tmp_path))
   before = _tree_digest(tmp_path / "checkpoints")
