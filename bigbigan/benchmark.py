@@ -5,7 +5,7 @@ with `--pipeline`, the input pipeline alone.
         [--steps=10] [--config.batch_size=256]
     python -m bigbigan.benchmark --config=configs/biggan.py --pipeline
 
-Builds the state and the jitted update of the config's family (families/) for the config (the global
+Builds the state and the jitted update of the config's family (families/; the global
 batch over every device's `data` shard), feeds it random uint8 images already on the
 devices (the input pipeline is not measured), and reports:
 - `compile_seconds`, `median_step_seconds` (over `--steps` after two warm-up steps);
@@ -41,8 +41,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from bigbigan import families, sharding, train
-from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
 from bigbigan.errors import BigBiganError, ConfigError
+from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
 from bigbigan.summary import xla_flops
 
 

@@ -35,8 +35,9 @@ from bigbigan.evaluation.registry import Evaluation
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints).")
 _STEP = flags.DEFINE_string("step", None, "The checkpoint's step, or 'best' (the checkpoint "
                             "kept for the run's selection_metric); default: the latest.")
-_METRICS = flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's "
-                             "config.eval_metrics): linear_probe, knn, fid, is, reports.")
+_METRICS = flags.DEFINE_list("metrics", None, "Evaluators to run (default: the run's "
+                             "config.eval_metrics): linear_probe, knn, fid, is, reports for "
+                             "BigBiGAN; mode_coverage or mnist_representation for MLP runs.")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
     "inception_weights", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for FID/IS.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the run's.")
@@ -52,7 +53,8 @@ def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None
     config: the run's config (`run_directory.load_run_config`).
     workdir: the run's directory; figures and the FID reference statistics go there too.
     step: the checkpoint's step, None for the latest, or "best" (run_directory.restore_run).
-    metrics: evaluators of the run's family (its EVAL_METRICS); None: `config.eval_metrics`.
+    metrics: evaluators the run's config may name (its family's `eval_metrics`); None:
+      `config.eval_metrics`.
     devices: the mesh's devices (default: all).
 
   Returns:
@@ -64,9 +66,10 @@ def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None
   """
   family = families.of(config)
   validate_splits(config)
-  unknown = set(metrics or ()) - set(family.EVAL_METRICS)
+  allowed = family.eval_metrics(config)
+  unknown = set(metrics or ()) - set(allowed)
   if unknown:
-    raise ConfigError(f"--metrics: unknown {sorted(unknown)}; allowed {family.EVAL_METRICS}")
+    raise ConfigError(f"--metrics: unknown {sorted(unknown)} for this run; allowed {allowed}")
   mesh = sharding.make_mesh(devices)
   data = family.make_data(config, mesh)
   step, state, networks = run_directory.restore_run(config, workdir, step, mesh)
@@ -110,8 +113,8 @@ def main(argv):
       config.inception_weights = _INCEPTION_WEIGHTS.value
     if _DATA_DIR.value is not None:
       config.data_dir = _DATA_DIR.value
-    step, results, errors = evaluate_checkpoint(config, _WORKDIR.value,
-                                                run_directory.parse_step(_STEP.value), _METRICS.value)
+    step, results, errors = evaluate_checkpoint(
+        config, _WORKDIR.value, run_directory.parse_step(_STEP.value), _METRICS.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)

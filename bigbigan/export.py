@@ -106,7 +106,6 @@ def export_run(workdir: str, out: str, step: Union[int, str, None] = None,
                              overwrite)
 
 
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

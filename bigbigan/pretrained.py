@@ -12,10 +12,10 @@
 The names and value ranges are those of TF Hub's bigbigan-resnet50 and bigbigan-revnet50x4
 modules, so a model trained here replaces them. Every method takes any batch size and returns
 NumPy arrays: the batch is cut into chunks (padded to a few fixed sizes, so that each
-compiles once), each chunk sharded over the local devices and run by the jitted
-evaluation-mode networks of the BigBiGAN family's predict functions (bigbigan_predict.py),
-the functions that evaluation uses: G and E with their EMA weights and those networks' own (standing) BatchNorm
-statistics; uint8 images are normalised on the devices as there. Results are per image:
+compiles once), each chunk sharded over the local devices and run by the BigBiGAN family's
+predict functions (families/bigbigan_predict.py), the jitted evaluation-mode networks that
+evaluation runs: G and E with their EMA weights and those networks' own (standing)
+BatchNorm statistics; uint8 images are normalised on the devices as there. Results are per image:
 eval-mode BatchNorm keeps rows independent, and z_sample's noise is a function of each
 image's 8-bit pixel values and `seed` (bigbigan_predict.per_image_noise), so an image's
 outputs do not depend on the batch it comes in, nor on uint8 or float input, beyond float

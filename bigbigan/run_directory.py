@@ -49,7 +49,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ConfigError(f"{path} not found: --workdir must be a run's directory "
                       "(python -m bigbigan.main writes config.json there)")
-  return config_from_dict(json.loads(path.read_text()))
+  config = config_from_dict(json.loads(path.read_text()))
+  if "eval_metrics" not in config:
+    # An MLP run written before its configs named their evaluators: every evaluator its
+    # dataset allows (there is one per dataset).
+    config.eval_metrics = families.of(config).eval_metrics(config)
+  return config
 
 
 BEST = "best"

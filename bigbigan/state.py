@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 
-
 @flax.struct.dataclass
 class NetworkState:
   """Everything one network carries between steps."""

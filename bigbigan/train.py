@@ -230,13 +230,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       # last step runs every evaluator; the others run those due (their own cadence).
       due = evaluation.names if done else evaluation.due_names(step)
       evaluate_now = not preempted and bool(due)
-      # An evaluated step is saved with its selection metric, so the best one can be kept.
-      save_now = (step % config.checkpoint_every_steps == 0 or done
-                  or (evaluate_now and bool(checkpointer.selection_metric)))
+      save_now = step % config.checkpoint_every_steps == 0 or done
 
-      if log_now or save_now:
-        # Only finite states are logged as good or saved: the metrics include the gradient
-        # norms, so a NaN in the parameters or the update never reaches a checkpoint.
+      if log_now or save_now or evaluate_now:
+        # Only finite states are logged as good, evaluated or saved: the metrics include the
+        # gradient norms, so a NaN in the parameters or the update never reaches a checkpoint.
         history = jax.device_get(history)
         bad = _first_non_finite(history)
         if bad:
@@ -253,6 +251,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       if evaluate_now:
         results = evaluation.run(predict, state, step, due)
         write_evaluation(writer, step, results)
+        # A step whose evaluation found the selection metric is saved with it, so that the
+        # best one can be kept (other evaluators' steps are not saved for their sake).
+        save_now = save_now or checkpointer.selection_metric in results
       if save_now:
         checkpointer.save(step, state, metrics=results)
         last_good = step

@@ -22,10 +22,10 @@ BigBiGAN paper's unary ablations "x_unary_only", "z_unary_only" and "no_unaries"
 shallow, G and D at 32 pixels and E at 64, batch 16: for CPU checks and
 `python -m bigbigan.benchmark --config=configs/biggan.py:tiny`, about a minute on a CPU).
 
-The update that trains them is bigbigan/families/bigbigan_update.py (its fields are below). This file
-holds the networks and the update only; the trainable configs add the data and the
-evaluation: configs/bigbigan_base.py (Table 1's rows), configs/resnet50.py and
-configs/revnet4x.py.
+The update that trains them is bigbigan/families/bigbigan_update.py (its fields are
+below). This file holds the networks and the update only; the trainable configs add the
+data and the evaluation: configs/bigbigan_base.py (Table 1's rows), configs/resnet50.py
+and configs/revnet4x.py.
 """
 
 import ml_collections

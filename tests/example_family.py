@@ -5,7 +5,7 @@ its encoder's latent regression switched off, registered by one line in FAMILIES
 from bigbigan.errors import ConfigError
 from bigbigan.families import bigan
 
-EVAL_METRICS = bigan.EVAL_METRICS
+eval_metrics = bigan.eval_metrics
 build_networks = bigan.build_networks
 state_initializer = bigan.state_initializer
 make_update = bigan.make_update

@@ -10,7 +10,7 @@ import pytest
 from bigbigan import train
 from bigbigan.errors import ConfigError
 from bigbigan.evaluation import registry
-from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+from bigbigan.evaluation.context import RESULTS_KEY, EvaluationContext, MetricUnavailable
 
 
 class _Recorder:
@@ -24,7 +24,7 @@ class _Recorder:
     return self
 
   def run(self, predict, state, step: int) -> dict:
-    self._calls.append((self._name, step, dict(self._context.shared[registry.RESULTS_KEY])))
+    self._calls.append((self._name, step, dict(self._context.shared[RESULTS_KEY])))
     if self._unavailable:
       raise MetricUnavailable(f"{self._name} needs what this run lacks")
     return {f"{self._name}_value": float(step)}

@@ -75,7 +75,6 @@ def split_ranges(splits: tfds.core.SplitDict, spec: str) -> dict[str, list[tuple
   return ranges
 
 
-
 def validate_splits(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless every split field selects examples of the dataset and the
   evaluation splits are disjoint from the ones learned from (DISJOINT_SPLITS).

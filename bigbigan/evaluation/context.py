@@ -14,6 +14,13 @@ from jax.sharding import Mesh
 from bigbigan.state import TrainState
 
 
+# The key of an evaluation's results so far in `EvaluationContext.shared`: evaluators that run
+# later in the same evaluation read them (the reports' title quotes the accuracy).
+RESULTS_KEY = "results"
+# The first element of the keys of features held for an evaluation (`shared`).
+FEATURES = "features"
+
+
 class MetricUnavailable(Exception):
   """A metric cannot run (e.g. no Inception weights); the message says why and the fix."""
 
@@ -45,6 +52,11 @@ class EvaluationContext:
 
   def new_round(self) -> None:
     self.shared.clear()
+
+  def forget(self, kind: str) -> None:
+    """Drops what this evaluation holds under keys (kind, ...), e.g. FEATURES."""
+    for key in [key for key in self.shared if isinstance(key, tuple) and key[0] == kind]:
+      del self.shared[key]
 
   def once_per_round(self, key, compute: Callable[[], Any]) -> Any:
     """compute(), or what it returned earlier in this evaluation for `key`."""

@@ -51,10 +51,10 @@ class _InceptionOutputs:
       self._inception = functools.partial(apply, variables)
     return self._inception
 
-  def outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]], what: str
-              ) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
-    """Pool statistics and the IS logits of batches of ([B, H, W, 3] in [-1, 1], mask)
-    (`what` they are, for the progress lines of the log)."""
+  def outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]], what: str,
+              logits: bool = False) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
+    """Pool statistics (and, with `logits`, the IS logits, else None) of batches of
+    ([B, H, W, 3] in [-1, 1], mask) (`what` they are, for the progress lines of the log)."""
     fn = self._inception_fn()
     statistics = fid_lib.FeatureStatistics(2048)
     all_logits = []
@@ -62,8 +62,9 @@ class _InceptionOutputs:
                                   lambda batch: int(batch[1].sum())):
       outputs = fn(x)
       statistics.update(sharding.gather_rows(outputs["pool"]), mask)
-      all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask])
-    return statistics, np.concatenate(all_logits)
+      if logits:
+        all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask])
+    return statistics, (np.concatenate(all_logits) if logits else None)
 
   def _sample_batches(self, predict: PredictFns, state: TrainState, count: int):
     c = self._config
@@ -73,10 +74,13 @@ class _InceptionOutputs:
       mask = np.arange(start, start + c.eval_batch_size) < count
       yield predict.generate(state, sharding.from_host_array(z, self._context.mesh)), mask
 
-  def samples(self, predict: PredictFns, state: TrainState):
-    """(pool statistics, logits) of `config.fid_samples` samples, once per evaluation."""
+  def samples(self, predict: PredictFns, state: TrainState, logits: bool = False):
+    """(pool statistics, logits or None) of `config.fid_samples` samples, once per
+    evaluation: the first caller's pass serves both evaluators (the registry runs IS, which
+    asks for the logits, before FID)."""
     return self._context.once_per_round("inception_samples", lambda: self.outputs(
-        self._sample_batches(predict, state, self._config.fid_samples), "FID samples"))
+        self._sample_batches(predict, state, self._config.fid_samples), "FID samples",
+        logits))
 
 
 def _shared_inception(context: EvaluationContext) -> _InceptionOutputs:
@@ -155,6 +159,6 @@ class InceptionScore:
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
     del step
-    _, logits = self._inception.samples(predict, state)
+    _, logits = self._inception.samples(predict, state, logits=True)
     score, std = fid_lib.inception_score(logits)
     return {"inception_score": score, "inception_score_std": std}

@@ -14,7 +14,7 @@ from etils import epath
 
 from bigbigan import sharding
 from bigbigan.evaluation import plots
-from bigbigan.evaluation.context import EvaluationContext
+from bigbigan.evaluation.context import RESULTS_KEY, EvaluationContext
 from bigbigan.families.common import PredictFns, to_discriminator_resolution
 from bigbigan.state import TrainState
 
@@ -40,7 +40,7 @@ def cosine_similarities(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 class Reports:
   """The `reports` evaluator. Its title quotes the accuracy found by the evaluators that ran
-  before it in the same evaluation (the context's shared "results")."""
+  before it in the same evaluation (the context's shared RESULTS_KEY)."""
 
   def __init__(self, context: EvaluationContext):
     self._context = context
@@ -48,7 +48,7 @@ class Reports:
     self._latents = None  # The sample grid's, drawn at the first report.
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
-    earlier = self._context.shared.get("results", {})
+    earlier = self._context.shared.get(RESULTS_KEY, {})
     accuracy = earlier.get("linear_accuracy", earlier.get("knn_1_accuracy_cosine"))
     title = "" if accuracy is None else (
         f"{100 * accuracy:.2f}% "

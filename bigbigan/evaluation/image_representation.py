@@ -23,7 +23,7 @@ from typing import Sequence
 
 from bigbigan.data import pipeline
 from bigbigan.evaluation import streaming_probe
-from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+from bigbigan.evaluation.context import FEATURES, EvaluationContext, MetricUnavailable
 from bigbigan.evaluation.knn import knn_accuracy
 from bigbigan.evaluation.representation import compute_features
 from bigbigan.families.common import PredictFns
@@ -35,6 +35,8 @@ class _EncoderFeatures:
 
   # The metric names under which the headline feature's results are also reported.
   ALIASES: tuple[str, ...] = ()
+  # The registry keeps features of a split for the evaluators that say so.
+  USES_FEATURES = True
 
   def __init__(self, context: EvaluationContext):
     self._context = context
@@ -62,7 +64,7 @@ class _EncoderFeatures:
                               what=f"features of {split}",
                               total=pipeline.num_examples(c.dataset, split, c.data_dir))
 
-    return self._context.once_per_round(("features", which, split, tuple(names)), compute)
+    return self._context.once_per_round((FEATURES, which, split, tuple(names)), compute)
 
   def _metrics(self, predict: PredictFns, state: TrainState, which: str,
                names: Sequence[str]) -> dict:
@@ -77,7 +79,10 @@ class _EncoderFeatures:
                               "and k-NN need a labelled dataset")
     headline = self._config.eval_features[0]
     if self._random_init is None:
-      found = self._metrics(predict, self._context.initial_state(), "initial", [headline])
+      # One initial state per evaluation for both evaluators (its standing statistics take
+      # forwards of their own).
+      initial = self._context.once_per_round("initial_state", self._context.initial_state)
+      found = self._metrics(predict, initial, "initial", [headline])
       self._random_init = {f"{metric}_random_init": found[f"{metric}_{headline}"]
                            for metric in self.ALIASES[:1] if f"{metric}_{headline}" in found}
     found = self._metrics(predict, state, "trained", self._config.eval_features)

@@ -19,7 +19,8 @@ from absl import logging
 
 from bigbigan.config_validation import EVAL_CADENCE_FIELD
 from bigbigan.errors import ConfigError
-from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+from bigbigan.evaluation.context import (FEATURES, RESULTS_KEY, EvaluationContext,
+                                         MetricUnavailable)
 from bigbigan.evaluation.image_generation import FrechetInceptionDistance, InceptionScore
 from bigbigan.evaluation.image_reports import Reports
 from bigbigan.evaluation.image_representation import LinearProbe, NearestNeighbours
@@ -33,15 +34,12 @@ EVALUATORS = {
     "mnist_representation": MnistRepresentation,
     "linear_probe": LinearProbe,
     "knn": NearestNeighbours,
-    "fid": FrechetInceptionDistance,
+    # IS before FID: the samples' one Inception pass keeps the logits only if IS runs.
     "is": InceptionScore,
+    "fid": FrechetInceptionDistance,
     # Last: its figures' title quotes the accuracies of the evaluation.
     "reports": Reports,
 }
-
-
-# The key of the evaluation's results so far in the context's `shared`.
-RESULTS_KEY = "results"
 
 
 class Evaluation:
@@ -69,18 +67,27 @@ class Evaluation:
 
   def run(self, predict: PredictFns, state: TrainState, step: int,
           names: Optional[Sequence[str]] = None) -> dict:
-    """The metrics of the evaluators `names` (default: all of this evaluation's)."""
-    names = self.names if names is None else names
+    """The metrics of the evaluators `names` (default: all of this evaluation's).
+
+    Features of a split are held for the evaluators of this evaluation that use them
+    (`USES_FEATURES`), and dropped after the last of them.
+    """
+    names = [name for name in self.names if name in (self.names if names is None else names)]
     self._context.new_round()
     metrics, self.errors = {}, {}
-    for name in (name for name in self.names if name in names):
-      evaluator = self._evaluators[name]
-      # Later evaluators of this evaluation may read what earlier ones found (reports).
-      self._context.shared[RESULTS_KEY] = metrics
-      try:
-        metrics.update(evaluator.run(predict, state, step))
-      except MetricUnavailable as error:
-        self.errors[name] = str(error)
-        logging.error("Not computed: %s: %s", name, error)
-    self._context.new_round()  # Frees the features and samples held for this evaluation.
+    try:
+      for position, name in enumerate(names):
+        evaluator = self._evaluators[name]
+        # Later evaluators of this evaluation may read what earlier ones found (reports).
+        self._context.shared[RESULTS_KEY] = metrics
+        try:
+          metrics.update(evaluator.run(predict, state, step))
+        except MetricUnavailable as error:
+          self.errors[name] = str(error)
+          logging.error("Not computed: %s: %s", name, error)
+        if not any(getattr(self._evaluators[later], "USES_FEATURES", False)
+                   for later in names[position + 1:]):
+          self._context.forget(FEATURES)
+    finally:
+      self._context.new_round()  # Frees the features and samples held for this evaluation.
     return metrics

@@ -17,7 +17,7 @@ A family is a module with:
     `batch_axis`, `num_classes`, `make_inference_state_fn(networks)` (the state as
     evaluation and checkpoints hold it) and, for datasets with splits, `eval_batches(split)`;
   make_predict_fns(config, networks, mesh) -> common.PredictFns;
-  EVAL_METRICS: the evaluators (evaluation/registry.py) its configs may name;
+  eval_metrics(config) -> the evaluators (evaluation/registry.py) the config may name;
   example_inputs(config, network name) -> {input: abstract array} (bigbigan.summary).
 
 Adding a family is one module here and one line in FAMILIES.

@@ -3,8 +3,8 @@ regressors and an autoencoder, with MLP networks, on the 2-D Gaussian mixture
 (configs/mixture.py) or flattened MNIST (configs/mnist_bigan.py).
 
 What the trainer's tools take from a family (families/__init__.py): the config's checks,
-the networks, the initial state, the update (bigan_update.py), the training data, and the
-predict functions (bigan_predict.py).
+the networks, the initial state, the update (bigan_update.py), the training data
+(bigan_data.py), and the predict functions (bigan_predict.py).
 """
 
 import functools
@@ -33,7 +33,6 @@ from bigbigan.state import TrainState, averaged_params, init_network
 # `config.eval_metrics`.
 DATA_DIMS = {"mixture": 2, "mnist": mnist.MNIST_PIXELS}
 DATASET_EVAL_METRICS = {"mixture": ("mode_coverage",), "mnist": ("mnist_representation",)}
-EVAL_METRICS = sum(DATASET_EVAL_METRICS.values(), ())
 NETWORK_NAMES = ("generator", "encoder", "discriminator")
 # The fields each dataset adds: (positive integers, non-negative integers, positive numbers).
 DATASET_FIELDS = {
@@ -73,7 +72,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     if seed is not None and (not check.is_integer(seed) or seed < 0):
       raise ConfigError(f"config.pixel_permutation_seed={seed!r}: must be None (no "
                         "permutation) or an integer >= 0")
-  check.eval_metrics(config, DATASET_EVAL_METRICS[config.dataset])
+  check.eval_metrics(config, eval_metrics(config))
 
   check.choice(config, "objective", OBJECTIVES)
   if config.objective == "autoencoder":
@@ -98,6 +97,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     check.choice(config, f"{network}.activation", mlp.ACTIVATIONS)
   for network in ("generator", "encoder"):
     check.choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)
+
+
+def eval_metrics(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The evaluators (evaluation/registry.py) that the config may name: its dataset's."""
+  return DATASET_EVAL_METRICS[config.dataset]
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
@@ -135,7 +139,6 @@ def init_train_state(networks: Networks, optimizers: dict[str, optax.GradientTra
                                  *d_inputs),
   )
   return state.replace(ema=averaged_params(state)) if ema else state
-
 
 
 def state_initializer(config: ml_collections.ConfigDict, networks: Networks

@@ -13,16 +13,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from bigbigan import sharding
+from bigbigan.families.bigan_update import network_variables
 from bigbigan.families.common import PredictFns, sample_prior
 from bigbigan.models.networks import Networks
 from bigbigan.state import NetworkState, TrainState, inference_params
 
 
 def _apply(module, network: NetworkState, params, *inputs, rngs=None, mutable=False):
-  variables = {"params": params}
-  if network.batch_stats:
-    variables["batch_stats"] = network.batch_stats
-  return module.apply(variables, *inputs, train=False, rngs=rngs, mutable=mutable)
+  """An evaluation-mode forward with `params` and the network's BN running statistics."""
+  return module.apply(network_variables(network, params), *inputs, train=False, rngs=rngs,
+                      mutable=mutable)
 
 
 def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh,

@@ -27,7 +27,7 @@ LATENT_REGRESSOR_OBJECTIVES = ("latent_regressor", "joint_latent_regressor")
 OBJECTIVES = ("adversarial", "autoencoder") + LATENT_REGRESSOR_OBJECTIVES
 
 
-def _variables(network: NetworkState, params) -> dict:
+def network_variables(network: NetworkState, params) -> dict:
   """Flax variables: `params` plus the network's BatchNorm statistics, if it has any."""
   variables = {"params": params}
   if network.batch_stats:
@@ -35,13 +35,11 @@ def _variables(network: NetworkState, params) -> dict:
   return variables
 
 
-def _apply(module, network: NetworkState, params, *inputs, train: bool, rngs=None):
-  """Applies `module` with `params` and the network's BN statistics; returns (out, new stats)."""
-  variables = _variables(network, params)
-  if not train:
-    return module.apply(variables, *inputs, train=False, rngs=rngs), network.batch_stats
-  out, mutated = module.apply(variables, *inputs, train=True, rngs=rngs,
-                              mutable=["batch_stats"])
+def _train_forward(module, network: NetworkState, params, *inputs, rngs=None):
+  """A training-mode forward of `module` with `params` and the network's BN statistics;
+  returns (out, new stats)."""
+  out, mutated = module.apply(network_variables(network, params), *inputs, train=True,
+                              rngs=rngs, mutable=["batch_stats"])
   return out, mutated.get("batch_stats", network.batch_stats)
 
 
@@ -112,8 +110,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
 
   def forward(d_params, eg_params, state: TrainState, x, z, onehot, encoder_rng):
     """Returns (d_loss, eg_loss), (new batch stats per network, metrics)."""
-    fake_x, g_stats = _apply(networks.generator, state.generator, eg_params["generator"],
-                             _concat(z, onehot), train=True)
+    fake_x, g_stats = _train_forward(networks.generator, state.generator,
+                                     eg_params["generator"], _concat(z, onehot))
     stats = {"generator": g_stats}
     if has_encoder:
       # BiGAN's E encodes real data; a latent regressor encodes G's samples.
@@ -123,16 +121,16 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
         # loss's gradient: 0 for LR, the official code's 0.25 for JLR by default.
         e_input = (generator_weight * fake_x +
                    (1.0 - generator_weight) * jax.lax.stop_gradient(fake_x))
-      (encoded_z, _), stats["encoder"] = _apply(
-          networks.encoder, state.encoder, eg_params["encoder"], e_input, train=True,
+      (encoded_z, _), stats["encoder"] = _train_forward(
+          networks.encoder, state.encoder, eg_params["encoder"], e_input,
           rngs={"latent": encoder_rng})
     real_side = _concat(encoded_z if joint else None, onehot)
     fake_side = _concat(z if joint else None, onehot)
     d_inputs = (_pairs(x, fake_x),)
     if real_side is not None:
       d_inputs += (_pairs(real_side, fake_side),)
-    logits, stats["discriminator"] = _apply(networks.discriminator, state.discriminator,
-                                            d_params, *d_inputs, train=True)
+    logits, stats["discriminator"] = _train_forward(
+        networks.discriminator, state.discriminator, d_params, *d_inputs)
     logits = logits.reshape(-1, 2)
     real_logits, fake_logits = logits[:, 0], logits[:, 1]
     d_loss = losses.discriminator_loss(real_logits, fake_logits, config.loss)
@@ -146,8 +144,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
     if r1_weight:
       real_inputs = (x,) if real_side is None else (x, jax.lax.stop_gradient(real_side))
       penalty = losses.r1_penalty(
-          lambda *inputs: _apply(networks.discriminator, state.discriminator, d_params,
-                                 *inputs, train=True)[0], real_inputs)
+          lambda *inputs: _train_forward(networks.discriminator, state.discriminator,
+                                         d_params, *inputs)[0], real_inputs)
       metrics["r1_penalty"] = penalty
       d_loss = d_loss + 0.5 * r1_weight * penalty
     if has_encoder:
@@ -220,10 +218,10 @@ def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks
     encoder_rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(eg_params):
-      (z, _), e_stats = _apply(networks.encoder, state.encoder, eg_params["encoder"], x,
-                               train=True, rngs={"latent": encoder_rng})
-      x_hat, g_stats = _apply(networks.generator, state.generator, eg_params["generator"], z,
-                              train=True)
+      (z, _), e_stats = _train_forward(networks.encoder, state.encoder, eg_params["encoder"],
+                                       x, rngs={"latent": encoder_rng})
+      x_hat, g_stats = _train_forward(networks.generator, state.generator,
+                                      eg_params["generator"], z)
       loss = losses.reconstruction_loss(x, x_hat, config.reconstruction_loss)
       metrics = {"reconstruction_loss": loss, "encoder_std": jnp.mean(jnp.std(z, axis=0))}
       return loss, ({"generator": g_stats, "encoder": e_stats}, metrics)

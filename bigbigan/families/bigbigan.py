@@ -3,32 +3,26 @@ and a ResNet or RevNet E on images (configs/bigbigan_base.py, resnet50.py, revne
 
 What the trainer's tools take from a family (families/__init__.py): the config's checks,
 the networks, the initial state, the update (bigbigan_update.py), the training data and its
-standing statistics (standing_stats.py), and the predict functions (bigbigan_predict.py).
+standing statistics (bigbigan_data.py, standing_stats.py), and the predict functions
+(bigbigan_predict.py).
 """
 
 import functools
-import itertools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from bigbigan import checkpointing
 from bigbigan import config_validation as check
 from bigbigan import optimizers as optimizers_lib
-from bigbigan import sharding
-from bigbigan.data import images
-from bigbigan.data import pipeline
 from bigbigan.errors import ConfigError
 from bigbigan.families import bigbigan_predict
-from bigbigan.families import standing_stats
-from bigbigan.families.bigbigan_update import (BATCH_NORM_SCOPES, IMAGE_BATCH_AXIS,
-                                               make_bigbigan_train_step)
-from bigbigan.families.common import PRIORS, PredictFns, normalise_images
+from bigbigan.families.bigbigan_update import BATCH_NORM_SCOPES, make_bigbigan_train_step
+from bigbigan.families.common import PRIORS, PredictFns
 from bigbigan.models import biggan
 from bigbigan.models import encoder as encoder_lib
 from bigbigan.models import resnet
@@ -59,6 +53,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     raise ConfigError("the config has no training data: configs/biggan.py holds BigBiGAN's "
                       "networks only; train with configs/bigbigan_base.py, resnet50.py or "
                       "revnet4x.py")
+  # Imported here: data/images.py imports TensorFlow, which the family's other tools do
+  # not need.
+  from bigbigan.data import images  # pylint: disable=g-import-not-at-top
   dataset = config.dataset
   family = images.dataset_family(dataset) if isinstance(dataset, str) else None
   if family not in images.FRAMING:
@@ -196,73 +193,16 @@ def example_inputs(config: ml_collections.ConfigDict, name: str) -> dict[str, An
   return inputs
 
 
-# Examples in the shuffle buffer of the standing statistics' stream: a few batches' worth
-# (the stream is rebuilt at every refresh, so filling a large buffer would cost each time).
-STANDING_STATS_SHUFFLE_BUFFER = 4096
+def eval_metrics(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The evaluators (evaluation/registry.py) that the config may name."""
+  del config  # Every BigBiGAN config may name them all.
+  return EVAL_METRICS
 
 
-class ImageData:
-  """BigBiGAN's data: RGB images at the encoder's resolution (data/images.py), unlabelled
-  in training (labels serve the evaluation only), from TFDS or an image folder.
-
-  Each training batch holds the images of one BigBiGAN iteration, uint8
-  [d_steps, batch rows of this process, R, R, 3]: one slice per discriminator step, the
-  last one also for the encoder/generator step.
-  """
-
-  num_classes = 0  # Unconditional.
-  batch_axis = IMAGE_BATCH_AXIS
-
-  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
-    self._config, self._mesh = config, mesh
-    # Fails early, with the clear message, if the dataset is not prepared (or the folder
-    # is missing or holds no image).
-    pipeline.prepared_builder(config.dataset, config.data_dir)
-    resolution = config.encoder.resolution if config.encoder.kind != "none" else (
-        config.resolution)
-    self._train_preprocess = images.image_preprocess(config.dataset, resolution, train=True,
-                                                     seed=config.seed)
-    self._eval_preprocess = images.image_preprocess(config.dataset, resolution, train=False)
-
-  def train_batches(self, start_step: int) -> Iterator[np.ndarray]:
-    c = self._config
-    for batch in pipeline.train_batches(c.dataset, c.train_split, c.d_steps * c.batch_size,
-                                        c.seed, self._train_preprocess, c.data_dir,
-                                        start_step):
-      rows = batch["image"]
-      yield rows.reshape((c.d_steps, -1) + rows.shape[1:])
-
-  @staticmethod
-  def normalise(x: jax.Array) -> jax.Array:
-    return normalise_images(x)
-
-  def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
-    """This process's rows of the evaluation batches of `split`: "image" (uint8 at E's
-    resolution), "label" and "mask" (pipeline.eval_batches)."""
-    c = self._config
-    return pipeline.eval_batches(c.dataset, split, c.eval_batch_size, self._eval_preprocess,
-                                 c.data_dir)
-
-  def _standing_stats_images(self) -> Iterator[jax.Array]:
-    """The first `standing_stats_batches` training batches of a stream of their own (seed
-    + 1; the same images at every refresh, so a resumed run computes what an uninterrupted
-    one does), as global uint8 arrays."""
-    c = self._config
-    rows = pipeline.train_batches(c.dataset, c.train_split, c.batch_size, c.seed + 1,
-                                  self._train_preprocess, c.data_dir,
-                                  shuffle_buffer_size=STANDING_STATS_SHUFFLE_BUFFER)
-    for batch in itertools.islice(rows, c.standing_stats_batches):
-      yield sharding.to_global_batch(batch["image"], self._mesh)
-
-  def make_inference_state_fn(self, networks: Networks
-                              ) -> Callable[[TrainState], TrainState]:
-    """state -> the state with standing statistics of its EMA networks (standing_stats.py);
-    unchanged if the config keeps none (`standing_stats_batches` 0)."""
-    if not self._config.get("standing_stats_batches", 0):
-      return lambda state: state
-    refresh = standing_stats.make_standing_stats_fn(self._config, networks, self._mesh)
-    return lambda state: refresh(state, self._standing_stats_images())
-
-
-def make_data(config: ml_collections.ConfigDict, mesh: Mesh) -> ImageData:
-  return ImageData(config, mesh)
+def make_data(config: ml_collections.ConfigDict, mesh: Mesh):
+  """The training images, their evaluation splits and the standing statistics' stream
+  (bigbigan_data.ImageData)."""
+  # Imported here: reading images takes TensorFlow, which loading a bundle, summarising a
+  # config or timing the update (on accelerator machines without it) must not need.
+  from bigbigan.families import bigbigan_data  # pylint: disable=g-import-not-at-top
+  return bigbigan_data.ImageData(config, mesh)

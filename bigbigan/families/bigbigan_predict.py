@@ -97,8 +97,8 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
     if name == "discriminator":
       variables = network_variables(network, network.params)
     else:  # The EMA params with their own (standing) BatchNorm statistics.
-      variables = network_variables(network.replace(batch_stats=inference_batch_stats(state, name)),
-                             inference_params(state, name))
+      with_standing = network.replace(batch_stats=inference_batch_stats(state, name))
+      variables = network_variables(with_standing, inference_params(state, name))
     return module.apply(variables, *inputs, train=False, **kwargs)
 
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
