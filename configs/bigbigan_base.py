@@ -122,7 +122,8 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.eval_batch_size = 1024
   config.eval_every_steps = 10_000
   config.eval_every_steps_per_metric = ml_collections.ConfigDict(
-      {"linear_probe": 0, "knn": 0, "fid": 0, "is": 0, "reports": 0})
+      {"linear_probe": 0, "knn": 0, "reconstruction_labels": 0, "fid": 0, "is": 0,
+       "reports": 0})
   # The paper's numbers are its best checkpoints': every evaluation step is saved with this
   # metric, and the best checkpoint by it is kept beside the latest `keep_checkpoints`
   # (python -m bigbigan.evaluate --step=best). Computed on held-out *training* images

@@ -26,6 +26,7 @@ from bigbigan.evaluation.image_reports import Reports
 from bigbigan.evaluation.image_representation import LinearProbe, NearestNeighbours
 from bigbigan.evaluation.mixture_modes import ModeCoverage
 from bigbigan.evaluation.mnist_representation import MnistRepresentation
+from bigbigan.evaluation.reconstruction_labels import ReconstructionLabels
 from bigbigan.families.common import PredictFns
 from bigbigan.state import TrainState
 
@@ -34,6 +35,7 @@ EVALUATORS = {
     "mnist_representation": MnistRepresentation,
     "linear_probe": LinearProbe,
     "knn": NearestNeighbours,
+    "reconstruction_labels": ReconstructionLabels,
     # IS before FID: the samples' one Inception pass keeps the logits only if IS runs.
     "is": InceptionScore,
     "fid": FrechetInceptionDistance,

@@ -31,7 +31,7 @@ from bigbigan.models.networks import (COMPUTE_DTYPES, ENCODER_KINDS, Networks,
 from bigbigan.state import TrainState, averaged_params, init_network
 
 # The evaluators (evaluation/registry.py) that `config.eval_metrics` may name.
-EVAL_METRICS = ("linear_probe", "knn", "fid", "is", "reports")
+EVAL_METRICS = ("linear_probe", "knn", "reconstruction_labels", "fid", "is", "reports")
 # The selection metrics (checkpointing.py's best checkpoint), with the evaluator of each.
 SELECTION_SOURCES = {"knn_1_train_val_accuracy_cosine": "knn", "fid": "fid"}
 ENCODER_OUTPUTS = ("avepool_feat", "bn_crelu_feat", "z_mean")
