@@ -70,7 +70,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_integer("seeds", 3, "Runs, with seeds 0..N-1.", lower_bound=1,
                        flag_values=flag_values)
-  flags.DEFINE_integer("jobs", 2, "Runs trained at once, each on its own share of the cores.",
+  flags.DEFINE_integer("jobs", 2, "Runs trained at once, each on its own share of the "
+                       "cores (more runs than cores share them all).",
                        lower_bound=1, flag_values=flag_values)
   flags.DEFINE_string("workdir", "/tmp/bigbigan_mnist",
                       "Seed s trains in WORKDIR/seed_<s>; summary.json is written here.",
@@ -280,18 +281,20 @@ def plot(curves_by_seed: Mapping[int, Mapping[int, Mapping]], path: str, title: 
 
 
 def core_groups(cores: Sequence[int], jobs: int) -> list[list[int]]:
-  """`cores` split into `jobs` disjoint, contiguous groups as even as can be (none empty:
-  fewer groups if there are fewer cores)."""
-  cores = sorted(cores)
-  return [[int(core) for core in group]
-          for group in np.array_split(cores, min(jobs, len(cores)))]
+  """`cores` split into `jobs` disjoint, contiguous groups as even as can be; with more jobs
+  than cores, every job shares all of them (3 seeds on 2 cores: each gets 2/3 of the
+  machine, and all three end together)."""
+  cores = sorted(int(core) for core in cores)
+  if jobs > len(cores):
+    return [cores] * jobs
+  return [[int(core) for core in group] for group in np.array_split(cores, jobs)]
 
 
-def child_environment(group: Sequence[int], environ: Mapping[str, str]) -> dict[str, str]:
-  """The trainer's environment: ours (TFDS_DATA_DIR, the compilation cache...), and on a
-  single core XLA told to use one thread."""
+def child_environment(threads: int, environ: Mapping[str, str]) -> dict[str, str]:
+  """The trainer's environment: ours (TFDS_DATA_DIR, the compilation cache...), and with one
+  core's share XLA told to use one thread."""
   env = dict(environ)
-  if len(group) == 1:
+  if threads == 1:
     env["XLA_FLAGS"] = " ".join(
         flag for flag in (environ.get("XLA_FLAGS", ""), ONE_CORE_XLA_FLAGS) if flag)
   return env
@@ -318,8 +321,10 @@ def train_seeds(seeds: Sequence[int], jobs: int, workdir: str,
   process's affinity) with its output in run_dir/train.log. One loop of Popen in this
   thread, not a thread pool: preexec_fn (the pinning) is unsafe in a process with threads.
   """
-  groups = core_groups(os.sched_getaffinity(0) if cores is None else cores,
-                       min(jobs, len(seeds)))
+  cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+  jobs = min(jobs, len(seeds))
+  groups = core_groups(cores, jobs)
+  threads = max(1, len(cores) // jobs)
   free = list(groups)
   pending = list(seeds)
   running = {}  # seed -> (process, group, start time)
@@ -333,7 +338,7 @@ def train_seeds(seeds: Sequence[int], jobs: int, workdir: str,
         with open(os.path.join(run_dir, LOG_FILE), "ab") as log:
           process = subprocess.Popen(
               command(run_dir, seed), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-              env=child_environment(group, os.environ),
+              env=child_environment(threads, os.environ),
               preexec_fn=lambda group=group: os.sched_setaffinity(0, group))
         running[seed] = (process, group, time.time())
         print(f"seed {seed}: started on cores {','.join(map(str, group))}, log "

@@ -183,18 +183,18 @@ def test_report_only_main(tmp_path, capsys):
 
 def test_core_groups():
   assert bench.core_groups([5, 4, 3, 2, 1, 0], 4) == [[0, 1], [2, 3], [4], [5]]
-  assert bench.core_groups([0, 1], 3) == [[0], [1]]
-  assert bench.core_groups([7], 2) == [[7]]
+  assert bench.core_groups([1, 0], 3) == [[0, 1]] * 3
+  assert bench.core_groups([7], 2) == [[7], [7]]
 
 
 def test_child_environment_appends_one_core_flags():
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "TFDS_DATA_DIR": "/d"}
-  one = bench.child_environment([3], environ)
+  one = bench.child_environment(1, environ)
   assert one["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=8 "
                               "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
   assert one["TFDS_DATA_DIR"] == "/d"
-  assert bench.child_environment([3, 4], environ) == environ
-  assert bench.child_environment([3], {})["XLA_FLAGS"] == bench.ONE_CORE_XLA_FLAGS
+  assert bench.child_environment(2, environ) == environ
+  assert bench.child_environment(1, {})["XLA_FLAGS"] == bench.ONE_CORE_XLA_FLAGS
 
 
 def test_trainer_command():
@@ -220,7 +220,21 @@ def test_train_seeds_pins_and_reports_failures(tmp_path, capsys):
   for seed in (0, 1, 2):
     affinity, xla_flags = (tmp_path / f"seed_{seed}" / "train.log").read_text().splitlines()
     assert json.loads(affinity) in groups
-    assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS) == (len(json.loads(affinity)) == 1)
+    assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS) == (len(cores) // 2 == 1)
   out = capsys.readouterr().out
   assert "seed 1: finished in" in out and "exit code 1" in out
   assert "seed 1: last 20 lines of" in out
+
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_more_jobs_than_cores_share_them_single_threaded(tmp_path):
+  cores = sorted(os.sched_getaffinity(0))[:2]
+  child = ("import os; print(sorted(os.sched_getaffinity(0)));"
+           "print(os.environ.get('XLA_FLAGS', ''))")
+  bench.train_seeds([0, 1, 2], 3, str(tmp_path),
+                    lambda run_dir, seed: [sys.executable, "-c", child],
+                    poll_seconds=0.02, cores=cores)
+  for seed in (0, 1, 2):
+    affinity, xla_flags = (tmp_path / f"seed_{seed}" / "train.log").read_text().splitlines()
+    assert json.loads(affinity) == cores
+    assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS)
