@@ -95,11 +95,11 @@ def test_biggan_network_configs_build_but_are_refused_for_training(variant):
                                              "low_res_g", "high_res_g", "resnet101",
                                              "resnet_x2", "revnet", "revnet_x2", "revnet_x4")),
     "resnet50.py", "revnet4x.py", "bigbigan_base.py:tiny", "resnet50.py:tiny",
-    "revnet4x.py:tiny", "bigbigan_base.py:uniform,tiny"])
+    "revnet4x.py:tiny", "bigbigan_base.py:uniform,tiny", "bigbigan_base.py:mnist"])
 def test_bigbigan_configs_are_valid(spec):
   config = load_config(f"{REPO}/configs/{spec}")
   validate_config(config, num_devices=8)
-  tiny = spec.endswith("tiny")
+  tiny = spec.endswith(("tiny", "mnist"))
   assert config.dataset == ("mnist" if tiny else "imagenet2012")
   # Base: two D steps per E/G step; the CPU-sized tiny runs take one.
   assert config.batch_size == (32 if tiny else 2048) and config.d_steps == (1 if tiny else 2)

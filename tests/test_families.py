@@ -27,7 +27,8 @@ def test_every_family_has_the_whole_interface_and_registered_evaluators(network)
 
 
 @pytest.mark.parametrize("config_file", ["mixture.py", "mnist_bigan.py", "bigbigan_base.py:tiny",
-                                         "resnet50.py", "revnet4x.py"])
+                                         "bigbigan_base.py:mnist", "resnet50.py",
+                                         "revnet4x.py"])
 def test_every_configs_evaluators_are_registered_and_allowed(config_file):
   config = load_config(f"{REPO}/configs/{config_file}")
   allowed = families.of(config).eval_metrics(config)
