@@ -96,6 +96,10 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.train_split = "train"
   config.seed = 0
   config.total_steps = 500_000
+  # Fine-tuning: a bundle (`python -m bigbigan.export`, local or gs://) whose G and E (and D,
+  # if exported with it) start a new run, with fresh optimizer state; "" starts from a
+  # random initialisation. A run with checkpoints resumes from them instead.
+  config.init_from = ""
   # Gradient accumulation: each D step and the E/G step run their batch_size (2048) as this
   # many micro-batches, split over all devices, and update once with the mean gradient, so
   # the paper's batch fits fewer or smaller accelerators (--config.accumulation_steps=8 on
@@ -128,6 +132,9 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # downloaded by the user); FID against as many real images of fid_reference_split.
   config.inception_weights = ""
   config.fid_samples = 50_000
+  # BigGAN's truncation trick: FID and IS are also computed on samples of z truncated at each
+  # of these thresholds (metrics fid_truncation_T, inception_score_truncation_T).
+  config.fid_truncations = ()
   config.fid_reference_split = "train"
   config.report_neighbour_pool = 2048  # Images searched for the nearest-neighbour figure.
   config.eval_batch_size = 1024

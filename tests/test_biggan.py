@@ -277,11 +277,9 @@ def test_generator_and_discriminator_presets_run(resolution, ch, z_dim):
   assert sorted(scores) == ["x", "xz", "z"]
 
 
-def test_latent_chunks_and_truncation():
+def test_latent_chunks():
   with pytest.raises(ValueError, match="multiple of 6"):
     _init(biggan.BigGANGenerator(resolution=128, ch=8), jnp.zeros((1, 100)))
-  z = biggan.truncated_latents(KEY, (1000, 8), truncation=0.5)
-  assert float(jnp.max(jnp.abs(z))) <= 0.5 and float(jnp.std(z)) > 0.2
   config = load_config(f"{REPO}/configs/biggan.py:256")
   config.latent_dim = 120
   with pytest.raises(ConfigError, match="multiple of 7"):

@@ -70,8 +70,10 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
       found["discriminator"] = sown["intermediates"]["features"][0]
     return found
 
-  def sample_latents(key: jax.Array, n: int) -> np.ndarray:
-    return np.asarray(sample_prior(key, (n, config.latent_dim), config.latent_prior))
+  def sample_latents(key: jax.Array, n: int, truncation: Optional[float] = None
+                     ) -> np.ndarray:
+    return np.asarray(sample_prior(key, (n, config.latent_dim), config.latent_prior,
+                                   truncation))
 
   has_features = networks.encoder is not None or discriminator_features
   return PredictFns(

@@ -98,6 +98,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                       f"the per-device batch {per_device} (config.batch_size="
                       f"{config.batch_size} over {num_devices} devices): use a divisor of "
                       f"{per_device}")
+  truncations = config.get("fid_truncations", ())
+  if not all(check.is_number(t) and t > 0 for t in truncations):
+    raise ConfigError(f"config.fid_truncations={tuple(truncations)!r}: thresholds > 0 of the "
+                      "truncation trick, e.g. (1.0, 0.5), or () for none")
+  init_from = config.get("init_from", "")
+  if not isinstance(init_from, str):
+    raise ConfigError(f"config.init_from={init_from!r}: the path of a bundle "
+                      "(python -m bigbigan.export), or '' for none")
   _validate_selection(config)
 
 

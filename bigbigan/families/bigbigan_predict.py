@@ -12,6 +12,8 @@ batch; images of any size are framed and resized to E's or D's resolution as the
 pipeline's evaluation preprocessing does (`fit_resolution`).
 """
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -113,8 +115,10 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
   def discriminate(state: TrainState, x: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
     return apply("discriminator", state, fit_resolution(x, resolution, pool=True), z)
 
-  def sample_latents(key: jax.Array, n: int) -> np.ndarray:
-    return np.asarray(sample_prior(key, (n, config.latent_dim), config.latent_prior))
+  def sample_latents(key: jax.Array, n: int, truncation: Optional[float] = None
+                     ) -> np.ndarray:
+    return np.asarray(sample_prior(key, (n, config.latent_dim), config.latent_prior,
+                                   truncation))
 
   encode = None
   if networks.encoder is not None:

@@ -15,12 +15,24 @@ from bigbigan.errors import ConfigError
 PRIORS = ("normal", "uniform")
 
 
-def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
-  """z ~ N(0, I) ("normal") or U(-1, 1) ("uniform")."""
+def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str,
+                 truncation: Optional[float] = None) -> jax.Array:
+  """z ~ N(0, I) ("normal") or U(-1, 1) ("uniform").
+
+  With `truncation` t, BigGAN's truncation trick: the prior conditioned on |z_i| <= t
+  (values outside are resampled, not clipped), which trades variety for fidelity: a
+  truncated normal, or U(-t, t) for the uniform prior, whose samples for t >= 1 are the
+  untruncated ones (the same draws of the same key).
+  """
+  if truncation is not None and not truncation > 0:
+    raise ValueError(f"truncation={truncation!r}: must be a threshold > 0 (None: none)")
   if prior == "normal":
-    return jax.random.normal(rng, shape)
+    if truncation is None:
+      return jax.random.normal(rng, shape)
+    return jax.random.truncated_normal(rng, -truncation, truncation, shape)
   if prior == "uniform":
-    return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+    bound = 1.0 if truncation is None else min(float(truncation), 1.0)
+    return jax.random.uniform(rng, shape, minval=-bound, maxval=bound)
   raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
 
 
@@ -48,9 +60,10 @@ class PredictFns:
 
   # (state, z) -> G(z): the EMA generator when the state keeps one.
   generate: Callable[..., jax.Array]
-  # (key, n) -> n latents from the config's prior, host numpy (what `generate` takes, less
-  # a conditional model's label).
-  sample_latents: Callable[[jax.Array, int], Any]
+  # (key, n, truncation=None) -> n latents from the config's prior (truncated at the
+  # threshold: `sample_prior`), host numpy (what `generate` takes, less a conditional
+  # model's label).
+  sample_latents: Callable[..., Any]
   # The data as the pipeline ships it (e.g. uint8 pixels) -> the networks' input range.
   normalise: Callable[[jax.Array], jax.Array]
   # (state, x, ...) -> E's outputs; the family documents its keys and extra arguments.

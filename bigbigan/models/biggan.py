@@ -34,15 +34,6 @@ def latent_chunks(resolution: int) -> int:
   return len(GENERATOR_WIDTHS[resolution])
 
 
-def truncated_latents(rng: jax.Array, shape: tuple[int, ...],
-                      truncation: Optional[float] = None) -> jax.Array:
-  """z ~ N(0, I), or BigGAN's truncation trick: N(0, I) conditioned on |z_i| <= truncation
-  (resampled, not clipped), which trades variety for fidelity at sampling time."""
-  if truncation is None:
-    return jax.random.normal(rng, shape)
-  return jax.random.truncated_normal(rng, -truncation, truncation, shape)
-
-
 class BigGANGenerator(nn.Module):
   """z [N, latent_dim] (and labels [N] if class-conditional) -> images [N, R, R, 3] in
   (-1, 1).
