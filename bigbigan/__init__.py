@@ -16,8 +16,9 @@ def load(path, devices=None, max_batch_size: int = 256):
     max_batch_size: the most images run at once (lower it if memory runs out).
 
   Returns:
-    A bigbigan.pretrained.PretrainedBigBiGAN: encode(images), generate(z),
-    reconstruct(images), discriminate(x, z) (if exported with D), sample_latents(n).
+    A bigbigan.pretrained.PretrainedBigBiGAN: encode(images), generate(z, upsample=False),
+    reconstruct(images), sample_latents(n, truncation=None), discriminate(x, z) and
+    losses(images) (if exported with D), signatures() and describe().
 
   Raises:
     bigbigan.errors.BundleError: the path is missing, not a bundle, of another format

@@ -36,7 +36,8 @@ def _readme(manifest: dict, out: str) -> str:
   encoder = config["encoder"]
   networks = "\n".join(f"- {name}: {info['parameters']:,} parameters"
                        for name, info in manifest["networks"].items())
-  discriminator = ("included (`discriminate(x, z)`)" if "discriminator" in manifest["networks"]
+  discriminator = ("included (`discriminate(x, z)`, `losses(images)`)"
+                   if "discriminator" in manifest["networks"]
                    else "not included (export with --with_discriminator)")
   return f"""# BigBiGAN bundle: step {manifest['step']} of `{manifest['source']}`
 
@@ -50,11 +51,13 @@ Written by `python -m bigbigan.export` (bigbigan {manifest['bigbigan_version']})
 
 - Encoder: {encoder['backbone']}-{encoder['depth']} x{encoder['width']} ({encoder['kind']}), \
 input {encoder['resolution']}x{encoder['resolution']} RGB (other sizes are resized). `encode` \
-returns z_mean and z_sample [N, {config['latent_dim']}], avepool_feat and bn_crelu_feat.
+returns z_mean, z_stdev and z_sample [N, {config['latent_dim']}], avepool_feat and \
+bn_crelu_feat.
 - Generator: BigGAN at {config['resolution']}x{config['resolution']}; `generate(z)` takes \
-z [N, {config['latent_dim']}] ({config['latent_prior']} prior) and returns images in [-1, 1]; \
-`reconstruct(images)` is G(E(x)).
+z [N, {config['latent_dim']}] ({config['latent_prior']} prior: `sample_latents(n, \
+truncation=None)`) and returns images in [-1, 1]; `reconstruct(images)` is G(E(x)).
 - Discriminator: {discriminator}.
+- `print(model.describe())` lists every call's inputs and outputs.
 - Trained on `{config['dataset']}` (`{config['train_split']}`).
 
 Weights (weights.msgpack): G and E are the moving averages (EMA) that evaluation uses,

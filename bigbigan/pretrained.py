@@ -4,10 +4,14 @@
     model = bigbigan.load("gs://bucket/bundles/revnet4x")   # a `bigbigan.export` bundle
     features = model.encode(images)   # uint8 [N, H, W, 3] (or [N, H, W, 1]), or float in [-1, 1]
     features["avepool_feat"], features["bn_crelu_feat"]     # the representations to probe
-    features["z_mean"], features["z_sample"]                # E(x), [N, latent_dim]
+    features["z_mean"], features["z_stdev"], features["z_sample"]  # E(x), [N, latent_dim]
+    z = model.sample_latents(16, truncation=0.5)  # the prior, or BigGAN's truncation trick
     images = model.generate(z)        # [N, R, R, 3] in [-1, 1]
-    images = model.reconstruct(x)     # G(E(x))
+    images, upsampled = model.generate(z, upsample=True)  # and [N, 2R, 2R, 3]
+    images = model.reconstruct(x)     # G(E(x)), from z_sample (use_sample=False: z_mean)
     scores = model.discriminate(x, z) # {"score_xz", "score_x", "score_z"}, if exported with D
+    losses = model.losses(x)          # D's hinge and E's and G's losses, if exported with D
+    print(model.describe())           # every call's inputs and outputs (`signatures()`)
 
 The names and value ranges are those of TF Hub's bigbigan-resnet50 and bigbigan-revnet50x4
 modules, so a model trained here replaces them. Every method takes any batch size and returns
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bigbigan import bundle, checkpointing, run_directory, sharding
+from bigbigan import bundle, checkpointing, losses, run_directory, sharding
 from bigbigan.errors import BundleError, InputError
 from bigbigan.families import bigbigan as bigbigan_family
 
@@ -153,7 +157,12 @@ class PretrainedBigBiGAN:
     return z.astype(np.float32)
 
   def encode(self, images, seed: int = 0) -> dict[str, np.ndarray]:
-    """E(images): {"z_mean", "z_sample" [N, latent_dim], "avepool_feat", "bn_crelu_feat"}.
+    """E(images): {"z_mean", "z_stdev", "z_sample" [N, latent_dim], "avepool_feat",
+    "bn_crelu_feat"}.
+
+    z_sample = z_mean + z_stdev * eps (before the squashing of a tanh-bounded E), with eps a
+    function of each image and `seed`; a deterministic E gives z_stdev zeros and z_sample
+    equal to z_mean.
 
     Args:
       images: [N, H, W, 3] (or 1 channel), uint8 0-255 or float in [-1, 1]; resized to
@@ -162,30 +171,149 @@ class PretrainedBigBiGAN:
     """
     return self._run(lambda x: self._predict.encode(self._state, x, seed), _as_images(images))
 
-  def generate(self, z) -> np.ndarray:
-    """G(z): float32 [N, resolution, resolution, 3] in [-1, 1] for z [N, latent_dim]."""
-    z = self._latents(z)
-    return self._run(lambda z: self._predict.generate(self._state, z), z)
+  def generate(self, z, upsample: bool = False):
+    """G(z): float32 [N, resolution, resolution, 3] in [-1, 1] for z [N, latent_dim].
 
-  def reconstruct(self, images, use_sample: bool = False, seed: int = 0) -> np.ndarray:
-    """G(E(images)), from z_mean (or z_sample with `use_sample`), at G's resolution."""
+    With `upsample`, (images, upsampled): the images and the same at twice the size, each
+    pixel repeated 2x2 (nearest-neighbour), which adds no value that G did not make.
+    """
+    images = self._run(lambda z: self._predict.generate(self._state, z), self._latents(z))
+    if not upsample:
+      return images
+    return images, np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)
+
+  def reconstruct(self, images, use_sample: bool = True, seed: int = 0) -> np.ndarray:
+    """G(E(images)) at G's resolution, from z_sample (as the released modules' walkthrough
+    reconstructs), or from z_mean with `use_sample=False`."""
     encoded = self.encode(images, seed)
     return self.generate(encoded["z_sample" if use_sample else "z_mean"])
+
+  def _require_discriminator(self) -> None:
+    if not self.has_discriminator:
+      raise InputError("this bundle has no discriminator: export it with "
+                       "python -m bigbigan.export --with_discriminator")
+
+  def _scores(self, x: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """D's scores under our networks' names ("xz", "x", "z") for checked inputs."""
+    return self._run(lambda x, z: self._predict.discriminate(self._state, x, z), x, z)
 
   def discriminate(self, x, z) -> dict[str, np.ndarray]:
     """D's scores [N] for pairs (x, z): "score_xz" and the unary "score_x", "score_z" the
     model has. x: images as for `encode`, brought to G's resolution."""
-    if not self.has_discriminator:
-      raise InputError("this bundle has no discriminator: export it with "
-                       "python -m bigbigan.export --with_discriminator")
+    self._require_discriminator()
     x = _as_images(x, "x")
-    z = self._latents(z, len(x))
-    scores = self._run(lambda x, z: self._predict.discriminate(self._state, x, z), x, z)
+    scores = self._scores(x, self._latents(z, len(x)))
     return {SCORE_NAMES[name]: score for name, score in scores.items()}
 
-  def sample_latents(self, n: int, seed: int = 0) -> np.ndarray:
-    """n draws of z from the model's prior (config.latent_prior), float32 [n, latent_dim]."""
-    return self._predict.sample_latents(jax.random.PRNGKey(seed), n).astype(np.float32)
+  def losses(self, images, z=None, seed: int = 0) -> dict[str, float]:
+    """The BigBiGAN losses of a batch, as training computes them (losses.score_losses over
+    the scores D keeps), with the bundle's evaluation-mode networks.
+
+    Real pairs are (x, E(x)'s z_sample), generated pairs (G(z), z).
+
+    Args:
+      images: real images, as for `encode`.
+      z: [M, latent_dim] latents of the generated pairs; None: len(images) prior samples
+        drawn with `seed`.
+      seed: E's noise and, without z, the prior samples'.
+
+    Returns:
+      {"discriminator": D's hinge loss, "encoder_generator": E's and G's linear loss (what
+      training minimises, less G's orthogonal regularisation), "encoder": its real-pair
+      part, sum_s mean(s(x, E(x))), "generator": its generated-pair part,
+      -sum_s mean(s(G(z), z))}.
+    """
+    self._require_discriminator()
+    x = _as_images(images)
+    z = self.sample_latents(len(x), seed=seed) if z is None else self._latents(z)
+    real = self._scores(x, self.encode(x, seed)["z_sample"])
+    fake = self._scores(self.generate(z), z)
+    d_loss, eg_loss = losses.score_losses(real, fake)
+    return {"discriminator": float(d_loss), "encoder_generator": float(eg_loss),
+            "encoder": float(sum(np.mean(s, dtype=np.float32) for s in real.values())),
+            "generator": float(-sum(np.mean(s, dtype=np.float32) for s in fake.values()))}
+
+  def sample_latents(self, n: int, truncation: Optional[float] = None,
+                     seed: int = 0) -> np.ndarray:
+    """n draws of z from the model's prior (config.latent_prior), float32 [n, latent_dim];
+    with `truncation`, BigGAN's truncation trick: each z_i resampled until |z_i| <= the
+    threshold (for a uniform prior, U(-t, t); thresholds >= 1 change nothing there)."""
+    if not isinstance(n, int) or n < 1:
+      raise InputError(f"n={n!r}: the number of latents, an integer >= 1")
+    try:
+      z = self._predict.sample_latents(jax.random.PRNGKey(seed), n, truncation)
+    except ValueError as error:
+      raise InputError(str(error)) from error
+    return z.astype(np.float32)
+
+  def signatures(self) -> dict[str, dict[str, dict[str, tuple]]]:
+    """Every call's inputs and outputs: {call: {"inputs": {name: spec}, "outputs": {name:
+    spec}}}, spec = (shape, dtype, range), with "N", "M" or "n" for the batch.
+
+    The arrays' shapes and dtypes are those the compiled functions give (`jax.eval_shape`).
+    """
+    state = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), self._state)
+    batch = lambda *shape: jax.ShapeDtypeStruct((self._devices,) + shape, jnp.float32)  # noqa: E731
+    e_side, side, latent = self.encoder_resolution, self.resolution, self.latent_dim
+
+    def spec(value, value_range, rows="N"):
+      return (rows,) + tuple(value.shape[1:]), str(value.dtype), value_range
+
+    bounded = self.config.encoder.latent_bound == "tanh"
+    ranges = {"z_mean": "(-1, 1)" if bounded else "real",
+              "z_stdev": "[0, inf) (zeros: deterministic E)",
+              "z_sample": "(-1, 1)" if bounded else "real",
+              # ResNet v2 ends with BN-ReLU; the RevNet with BN alone.
+              "avepool_feat": "[0, inf)" if self.config.encoder.backbone == "resnet" else "real",
+              "bn_crelu_feat": "[0, inf)"}
+    encoded = jax.eval_shape(lambda x: self._predict.encode(state, x), batch(e_side, e_side, 3))
+    images = jax.eval_shape(lambda z: self._predict.generate(state, z), batch(latent))
+    upsampled = jax.ShapeDtypeStruct((1, 2 * side, 2 * side, 3), images.dtype)
+    prior = ("N(0, I)" if self.config.latent_prior == "normal" else "U(-1, 1)") + " prior"
+    image_input = ("N", "H", "W", "3 or 1"), "uint8 or float32", "[0, 255] or [-1, 1]"
+    z_input = ("N", latent), "float32", f"real ({prior})"
+    seed = (), "int", "any"
+    calls = {
+        "encode": {"inputs": {"images": image_input, "seed": seed},
+                   "outputs": {k: spec(v, ranges[k]) for k, v in encoded.items()}},
+        "generate": {"inputs": {"z": z_input, "upsample": ((), "bool", "default False")},
+                     "outputs": {"images": spec(images, "[-1, 1]"),
+                                 "upsampled (upsample=True)": spec(upsampled, "[-1, 1]")}},
+        "reconstruct": {"inputs": {"images": image_input,
+                                   "use_sample": ((), "bool", "default True"), "seed": seed},
+                        "outputs": {"images": spec(images, "[-1, 1]")}},
+        "sample_latents": {"inputs": {"n": ((), "int", ">= 1"),
+                                      "truncation": ((), "float or None", "> 0"),
+                                      "seed": seed},
+                           "outputs": {"z": spec(batch(latent), f"{prior}, |z_i| <= "
+                                                 "truncation", rows="n")}},
+    }
+    if self.has_discriminator:
+      scores = jax.eval_shape(lambda x, z: self._predict.discriminate(state, x, z),
+                              batch(side, side, 3), batch(latent))
+      calls["discriminate"] = {
+          "inputs": {"x": image_input, "z": z_input},
+          "outputs": {SCORE_NAMES[k]: spec(v, "real (> 0: judged real)")
+                      for k, v in scores.items()}}
+      calls["losses"] = {
+          "inputs": {"images": image_input,
+                     "z": (("M", latent), "float32 or None", f"real (None: {prior})"),
+                     "seed": seed},
+          "outputs": {name: ((), "float", "real") for name in
+                      ("discriminator", "encoder_generator", "encoder", "generator")}}
+    return calls
+
+  def describe(self) -> str:
+    """`signatures()` as a table: one line per input and output of every call."""
+    lines = [repr(self)]
+    for call, signature in self.signatures().items():
+      lines.append(f"{call}:")
+      for kind in ("inputs", "outputs"):
+        for name, (shape, dtype, value_range) in signature[kind].items():
+          shape_text = "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
+          lines.append(f"  {kind[:-1]:<6} {name:<26} {shape_text:<20} {dtype:<16} "
+                       f"{value_range}")
+    return "\n".join(lines)
 
 
 def load(path: str, devices: Optional[Sequence[jax.Device]] = None,

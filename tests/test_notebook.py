@@ -47,12 +47,21 @@ def test_notebook_runs_on_cpu_with_a_tiny_bundle(tiny_bundle, metadata_dir, tmp_
   side, latent = config.resolution, config.latent_dim
   train, test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
   # The tiny encoder's trunk (ResNet-26, base width 16) ends with 512 channels.
-  features = {"z_mean": latent, "z_sample": latent, "avepool_feat": 512, "bn_crelu_feat": 1024}
+  features = {"z_mean": latent, "z_stdev": latent, "z_sample": latent, "avepool_feat": 512,
+              "bn_crelu_feat": 1024}
   for expected in [
       f"train: ({train}, {side}, {side}, 3) uint8 test: ({test}, {side}, {side}, 3)",
       *(f"{name}: (8, {width}) float32" for name, width in features.items()),
+      # model.describe(): every call, e.g. encode's z_stdev.
+      *(f"\n{call}:\n" for call in ("encode", "generate", "reconstruct", "sample_latents",
+                                     "discriminate", "losses")),
+      f"z_stdev                    [N, {latent}]",
       f"reconstructions: (8, {side}, {side}, 3)",
       f"interpolation: (8, {side}, {side}, 3)",
+      f"prior samples: (8, {side}, {side}, 3) upsampled: (8, {2 * side}, {2 * side}, 3)",
+      *(f"\nscore_{name} " for name in ("xz", "x", "z")),
+      *(f"loss {name}: " for name in ("discriminator", "encoder_generator", "encoder",
+                                      "generator")),
       f"neighbours: ({test}, 5)",
       f"features avepool_feat: train ({train}, 512), test ({test}, 512)",
       f"features bn_crelu_feat: train ({train}, 1024), test ({test}, 1024)"]:
@@ -62,4 +71,5 @@ def test_notebook_runs_on_cpu_with_a_tiny_bundle(tiny_bundle, metadata_dir, tmp_
   assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
   figures = [o for c in notebook.cells for o in c.get("outputs", [])
              if o.output_type == "display_data" and "image/png" in o.get("data", {})]
-  assert len(figures) == 4  # Reconstructions, two interpolations, neighbours.
+  # Reconstructions, two interpolations, prior samples, neighbours.
+  assert len(figures) == 5

@@ -14,14 +14,15 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 import bigbigan
-from bigbigan import bundle, export, pretrained, sharding
+from bigbigan import bundle, export, losses, pretrained, sharding
 from bigbigan.errors import BundleError, ConfigError, InputError
 from bigbigan.families import bigbigan as bigbigan_family
-from bigbigan.families.common import normalise_images
+from bigbigan.families.bigbigan_predict import per_image_noise
+from bigbigan.families.common import normalise_images, sample_prior
 from bigbigan.state import inference_params
 from conftest import REPO
 
-OUTPUTS = ("z_mean", "z_sample", "avepool_feat", "bn_crelu_feat")
+OUTPUTS = ("z_mean", "z_stdev", "z_sample", "avepool_feat", "bn_crelu_feat")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,100 @@ def test_bundle_holds_the_config_weights_and_a_readme(tiny_bundle):
     assert manifest["networks"][name]["parameters"] == count
   readme = (tiny_bundle["bundle"] / bundle.README).read_text()
   assert f"bigbigan.load(\"{tiny_bundle['bundle']}\")" in readme and manifest["checksum"] in readme
+
+
+def test_z_sample_is_z_mean_plus_z_stdev_times_the_images_noise(model):
+  """The stochastic head's spread: z_sample - z_mean is z_stdev times each image's own
+  noise (per_image_noise of its pixels and the seed), computed here independently."""
+  images = _images(8)
+  encoded = model.encode(images, seed=3)
+  assert encoded["z_stdev"].shape == encoded["z_mean"].shape
+  assert encoded["z_stdev"].min() > 0
+  noise = np.asarray(per_image_noise(normalise_images(images), model.latent_dim, 3))
+  np.testing.assert_allclose(encoded["z_sample"],
+                             encoded["z_mean"] + encoded["z_stdev"] * noise, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_generate_upsamples_by_repeating_each_pixel(model):
+  z = model.sample_latents(5, seed=1)
+  images, upsampled = model.generate(z, upsample=True)
+  np.testing.assert_array_equal(images, model.generate(z))
+  assert upsampled.shape == (5, 2 * model.resolution, 2 * model.resolution, 3)
+  for dy in (0, 1):
+    for dx in (0, 1):
+      np.testing.assert_array_equal(upsampled[:, dy::2, dx::2], images)
+
+
+def test_sample_latents_draws_the_prior_or_its_truncation(tiny_bundle, model):
+  prior = tiny_bundle["config"].latent_prior
+  key = jax.random.PRNGKey(4)
+  np.testing.assert_array_equal(model.sample_latents(300, seed=4),
+                                np.asarray(sample_prior(key, (300, model.latent_dim), prior)))
+  truncated = model.sample_latents(300, truncation=0.5, seed=4)
+  np.testing.assert_array_equal(
+      truncated, np.asarray(sample_prior(key, (300, model.latent_dim), prior, 0.5)))
+  assert truncated.dtype == np.float32 and np.abs(truncated).max() <= 0.5
+  for bad in ({"n": 0}, {"n": 4, "truncation": 0.0}, {"n": 4, "truncation": -1.0}):
+    with pytest.raises(InputError):
+      model.sample_latents(**bad)
+
+
+def test_losses_equal_score_losses_on_the_same_scores(model):
+  """model.losses against losses.score_losses on D's scores of (x, E(x)'s z_sample) and
+  (G(z), z), gathered here through the public calls."""
+  images, z = _images(12), model.sample_latents(7, seed=2)
+  got = model.losses(images, z, seed=5)
+  names = {v: k for k, v in pretrained.SCORE_NAMES.items()}
+  rename = lambda scores: {names[k]: v for k, v in scores.items()}  # noqa: E731
+  real = rename(model.discriminate(images, model.encode(images, seed=5)["z_sample"]))
+  fake = rename(model.discriminate(model.generate(z), z))
+  d_loss, eg_loss = losses.score_losses(real, fake)
+  np.testing.assert_allclose(got["discriminator"], float(d_loss), rtol=1e-6)
+  np.testing.assert_allclose(got["encoder_generator"], float(eg_loss), rtol=1e-6)
+  np.testing.assert_allclose(got["encoder"] + got["generator"], got["encoder_generator"],
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["encoder"], sum(np.mean(s) for s in real.values()),
+                             rtol=1e-5, atol=1e-6)
+  # Without z: as many prior samples as images, drawn with the seed.
+  assert model.losses(images, seed=5) == model.losses(
+      images, model.sample_latents(12, seed=5), seed=5)
+
+
+def test_reconstruct_uses_z_sample_by_default(model):
+  images = _images(4)
+  encoded = model.encode(images)
+  np.testing.assert_array_equal(model.reconstruct(images),
+                                model.generate(encoded["z_sample"]))
+  np.testing.assert_array_equal(model.reconstruct(images, use_sample=False),
+                                model.generate(encoded["z_mean"]))
+
+
+def test_signatures_give_the_shapes_and_dtypes_the_calls_return(model):
+  """Every listed output against the call's actual output for a batch of 3."""
+  images, z = _images(3), model.sample_latents(3)
+  actual = {
+      "encode": model.encode(images),
+      "generate": dict(zip(("images", "upsampled (upsample=True)"),
+                           model.generate(z, upsample=True))),
+      "reconstruct": {"images": model.reconstruct(images)},
+      "sample_latents": {"z": z},
+      "discriminate": model.discriminate(images, z),
+  }
+  signatures = model.signatures()
+  assert set(signatures) == set(actual) | {"losses"}
+  for call, outputs in actual.items():
+    listed = signatures[call]["outputs"]
+    assert set(listed) == set(outputs), call
+    for name, value in outputs.items():
+      shape, dtype, _ = listed[name]
+      assert tuple(3 if d in ("N", "n") else d for d in shape) == value.shape, (call, name)
+      assert np.dtype(dtype) == value.dtype, (call, name)
+  assert set(signatures["losses"]["outputs"]) == set(model.losses(images))
+  text = model.describe()
+  for call in signatures:
+    assert f"\n{call}:" in text
+  assert "z_stdev" in text and "[N, 64]" in text
 
 
 def test_uint8_and_float_images_give_the_same_features(model):
@@ -218,8 +313,11 @@ def test_bundle_without_discriminator(tiny_bundle, tmp_path, model):
   small = bigbigan.load(str(out))
   np.testing.assert_array_equal(small.encode(_images(8))["avepool_feat"],
                                 model.encode(_images(8))["avepool_feat"])
-  with pytest.raises(InputError, match="--with_discriminator"):
-    small.discriminate(_images(8), np.zeros((8, 64), np.float32))
+  for call in (lambda: small.discriminate(_images(8), np.zeros((8, 64), np.float32)),
+               lambda: small.losses(_images(8))):
+    with pytest.raises(InputError, match="--with_discriminator"):
+      call()
+  assert set(small.signatures()) == set(model.signatures()) - {"discriminate", "losses"}
 
 
 def _export(*flags):

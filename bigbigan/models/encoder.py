@@ -2,7 +2,7 @@
 
     E = ImageEncoder(backbone="revnet", width=4)
     out = E.apply(variables, images, train=False, rngs={"latent": key})
-    out["z_mean"], out["z_sample"]          # [N, latent_dim]
+    out["z_mean"], out["z_stdev"], out["z_sample"]  # [N, latent_dim]
     out["avepool_feat"], out["bn_crelu_feat"]  # [N, 8192], [N, 16384]
 
 The outputs carry the names of the released BigBiGAN modules (TF Hub `encode`), so models
@@ -26,7 +26,8 @@ LATENT_BOUNDS = ("none", "tanh")
 
 
 class ImageEncoder(nn.Module):
-  """images [N, R, R, 3] in [-1, 1] -> {"z_mean", "z_sample", "avepool_feat", "bn_crelu_feat"}.
+  """images [N, R, R, 3] in [-1, 1] -> {"z_mean", "z_stdev", "z_sample", "avepool_feat",
+  "bn_crelu_feat"}.
 
   Attributes:
     latent_dim: z's size (120 in BigBiGAN).
@@ -35,10 +36,12 @@ class ImageEncoder(nn.Module):
     reversible: the RevNet's memory-saving backward pass.
     head_width, head_depth: the MLP head: `head_depth` - 1 hidden layers of `head_width`
       units with skip connections, then the linear output layer(s).
-    stochastic: z = mu + softplus(sigma_hat) * eps with eps ~ N(0, I) from the "latent" rng
-      stream; otherwise z = mu, and no randomness is used.
+    stochastic: z = mu + sigma * eps, sigma = softplus(sigma_hat), with eps ~ N(0, I) from
+      the "latent" rng stream; otherwise z = mu, and no randomness is used. `z_stdev` is
+      sigma, or zeros for a deterministic E.
     latent_bound: "tanh" squashes z (and its mean) into (-1, 1), the support of a uniform
-      prior; "none" leaves it unbounded (a normal prior).
+      prior; "none" leaves it unbounded (a normal prior). `z_stdev` stays sigma, the spread
+      before the squashing.
   """
 
   latent_dim: int = 120
@@ -75,14 +78,13 @@ class ImageEncoder(nn.Module):
       h = h + dense(self.head_width, f"head_{i}")(nn.relu(h))
     h = nn.relu(h)
     mean = dense(self.latent_dim, "mean")(h).astype(jnp.float32)
-    sample = mean
+    sample, scale = mean, jnp.zeros_like(mean)
     if self.stochastic:
       scale = nn.softplus(dense(self.latent_dim, "scale")(h).astype(jnp.float32))
-      self.sow("intermediates", "z_scale", scale)
       if noise is None:
         noise = jax.random.normal(self.make_rng("latent"), mean.shape)
       sample = mean + scale * noise
     if self.latent_bound == "tanh":
       mean, sample = jnp.tanh(mean), jnp.tanh(sample)
-    return {"z_mean": mean, "z_sample": sample, "avepool_feat": features,
+    return {"z_mean": mean, "z_stdev": scale, "z_sample": sample, "avepool_feat": features,
             "bn_crelu_feat": bn_crelu}
