@@ -4,10 +4,18 @@ FID and Inception Score of `config.fid_samples` samples G(z), with pytorch-fid's
 (`config.inception_weights`); FID against the same number of real images of
 `fid_reference_split`, whose statistics are cached in the workdir. The two evaluators share
 one pass of the samples through Inception per evaluation.
+
+BigGAN's truncation trick: for each threshold T of `config.fid_truncations`, the same
+metrics of `config.fid_samples` samples whose z is drawn from the prior conditioned on
+|z_i| <= T (`sample_prior`), named by `metric_name` (`fid_truncation_0.5`,
+`inception_score_truncation_0.5`, `inception_score_std_truncation_0.5`). Every threshold
+draws z from the same keys as the untruncated samples (for the uniform prior, T >= 1 gives
+exactly those samples), has its own Inception pass shared by the two evaluators, and is
+compared with the same real images' statistics.
 """
 
 import functools
-from typing import Iterator
+from typing import Iterator, Optional
 
 import jax
 import numpy as np
@@ -22,6 +30,22 @@ from bigbigan.evaluation import torch_weights
 from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
 from bigbigan.families.common import PredictFns, to_discriminator_resolution
 from bigbigan.state import TrainState
+
+
+# Joins a metric's name to the threshold of the truncation trick that its samples used.
+TRUNCATION_INFIX = "_truncation_"
+
+
+def metric_name(base: str, truncation: Optional[float] = None) -> str:
+  """`base` ("fid", "inception_score", "inception_score_std") of samples truncated at
+  `truncation` (None: untruncated, `base` itself): e.g. "fid_truncation_0.5"; the threshold
+  is written with "g" (1.0 -> "1", 0.25 -> "0.25")."""
+  return base if truncation is None else f"{base}{TRUNCATION_INFIX}{truncation:g}"
+
+
+def _truncations(config) -> tuple[float, ...]:
+  # Run configs written before the field existed have none.
+  return tuple(config.get("fid_truncations", ()))
 
 
 class _InceptionOutputs:
@@ -56,30 +80,43 @@ class _InceptionOutputs:
     """Pool statistics (and, with `logits`, the IS logits, else None) of batches of
     ([B, H, W, 3] in [-1, 1], mask) (`what` they are, for the progress lines of the log)."""
     fn = self._inception_fn()
-    statistics = fid_lib.FeatureStatistics(2048)
+    statistics = None
     all_logits = []
     for x, mask in progress.track(images, what, self._config.fid_samples,
                                   lambda batch: int(batch[1].sum())):
       outputs = fn(x)
-      statistics.update(sharding.gather_rows(outputs["pool"]), mask)
+      pool = sharding.gather_rows(outputs["pool"])
+      if statistics is None:
+        # As wide as the network's pool features: 2048 for Inception.
+        statistics = fid_lib.FeatureStatistics(pool.shape[1])
+      statistics.update(pool, mask)
       if logits:
         all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask])
+    if statistics is None:
+      raise MetricUnavailable(f"no {what}: nothing to compute the statistics of")
     return statistics, (np.concatenate(all_logits) if logits else None)
 
-  def _sample_batches(self, predict: PredictFns, state: TrainState, count: int):
+  def _sample_batches(self, predict: PredictFns, state: TrainState, count: int,
+                      truncation: Optional[float]):
     c = self._config
+    # The same keys at every threshold: the truncated samples differ from the untruncated
+    # ones by the threshold alone.
     key = jax.random.PRNGKey(c.seed + 2)
     for start in range(0, count, c.eval_batch_size):
-      z = predict.sample_latents(jax.random.fold_in(key, start), c.eval_batch_size)
+      z = predict.sample_latents(jax.random.fold_in(key, start), c.eval_batch_size,
+                                 truncation=truncation)
       mask = np.arange(start, start + c.eval_batch_size) < count
       yield predict.generate(state, sharding.from_host_array(z, self._context.mesh)), mask
 
-  def samples(self, predict: PredictFns, state: TrainState, logits: bool = False):
-    """(pool statistics, logits or None) of `config.fid_samples` samples, once per
-    evaluation: the first caller's pass serves both evaluators (the registry runs IS, which
-    asks for the logits, before FID)."""
-    return self._context.once_per_round("inception_samples", lambda: self.outputs(
-        self._sample_batches(predict, state, self._config.fid_samples), "FID samples",
+  def samples(self, predict: PredictFns, state: TrainState, logits: bool = False,
+              truncation: Optional[float] = None):
+    """(pool statistics, logits or None) of `config.fid_samples` samples, with z truncated
+    at `truncation` (None: untruncated), once per evaluation and threshold: the first
+    caller's pass serves both evaluators (the registry runs IS, which asks for the logits,
+    before FID)."""
+    what = "FID samples" + ("" if truncation is None else f" (truncation {truncation:g})")
+    return self._context.once_per_round(("inception_samples", truncation), lambda: self.outputs(
+        self._sample_batches(predict, state, self._config.fid_samples, truncation), what,
         logits))
 
 
@@ -144,21 +181,34 @@ class FrechetInceptionDistance:
                                                write=jax.process_index() == 0)
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
+    """`fid`, and `fid_truncation_T` for each threshold T of `config.fid_truncations`."""
     del step
-    samples, _ = self._inception.samples(predict, state)
-    mean, covariance = self._reference_statistics(predict)
-    return {"fid": fid_lib.frechet_distance(samples.mean, samples.covariance, mean,
-                                            covariance)}
+    results, reference = {}, None
+    for truncation in (None,) + _truncations(self._config):
+      samples, _ = self._inception.samples(predict, state, truncation=truncation)
+      if reference is None:
+        # Once: the real images' statistics do not depend on the threshold.
+        reference = self._reference_statistics(predict)
+      results[metric_name("fid", truncation)] = fid_lib.frechet_distance(
+          samples.mean, samples.covariance, *reference)
+    return results
 
 
 class InceptionScore:
   """The `is` evaluator: `inception_score` and `inception_score_std`."""
 
   def __init__(self, context: EvaluationContext):
+    self._config = context.config
     self._inception = _shared_inception(context)
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
+    """`inception_score` and `inception_score_std`, and their `_truncation_T` for each
+    threshold T of `config.fid_truncations`."""
     del step
-    _, logits = self._inception.samples(predict, state, logits=True)
-    score, std = fid_lib.inception_score(logits)
-    return {"inception_score": score, "inception_score_std": std}
+    results = {}
+    for truncation in (None,) + _truncations(self._config):
+      _, logits = self._inception.samples(predict, state, logits=True, truncation=truncation)
+      score, std = fid_lib.inception_score(logits)
+      results[metric_name("inception_score", truncation)] = score
+      results[metric_name("inception_score_std", truncation)] = std
+    return results
