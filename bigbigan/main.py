@@ -3,6 +3,12 @@
 Any config field can be overridden on the command line, e.g. `--config.total_steps=5`; an
 unknown field is an error ("Did you mean ..."). Multi-host runs pass `--distributed` (and,
 off Cloud TPU/SLURM, the coordinator flags) so every process joins one jax.distributed job.
+
+Fine-tuning starts a new run from an exported bundle (python -m bigbigan.export) whose
+networks fit the config; a workdir with checkpoints resumes from them instead:
+
+  python -m bigbigan.main --config=configs/bigbigan_base.py:tiny \
+      --config.init_from=/tmp/bundles/mnist --workdir=/tmp/finetune
 """
 
 import logging as std_logging

@@ -10,6 +10,17 @@ itself knows no family and no dataset.
 Writes the run's outputs into `workdir` (local or gs://, through etils' epath): config.json,
 metrics.jsonl, checkpoints/ (or `config.checkpoint_dir`), PNGs per evaluation and
 TensorBoard events.
+
+Fine-tuning: with `config.init_from` set to a bundle (`python -m bigbigan.export`), a run
+whose checkpoint directory holds no checkpoint starts from the bundle's G and E (and D, if
+exported) with fresh optimizer state at step 0 (fine_tuning.py):
+
+    python -m bigbigan.main --config=configs/bigbigan_base.py:tiny \
+        --config.init_from=/tmp/bundles/mnist --workdir=/tmp/finetune
+
+The bundle is read and checked against the config before anything is written, so one that
+does not fit is refused with the workdir untouched. A run with checkpoints resumes from
+them and ignores `init_from` (its log says so).
 """
 
 import json
@@ -26,6 +37,7 @@ from jax.sharding import Mesh
 
 from bigbigan import checkpointing
 from bigbigan import families
+from bigbigan import fine_tuning
 from bigbigan import files
 from bigbigan import sharding
 from bigbigan.data.splits import validate_splits
@@ -144,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       model); for tests and custom data.
 
   Raises:
-    ConfigError, CheckpointError, NonFiniteLossError: with a one-line message and fix.
+    ConfigError, CheckpointError, BundleError, NonFiniteLossError: with a one-line message
+      and fix.
   """
   # ---- Mesh and config checks: before anything is built or written. ----
   mesh = sharding.make_mesh(devices)
@@ -152,13 +165,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                            num_processes=jax.process_count())
   validate_splits(config)
   _refuse_a_forgotten_checkpoint_dir(config, workdir)
+  # A fine-tuning run's bundle, read and checked now so that one that does not fit the
+  # config is refused before the workdir is created or written; a run that already has
+  # checkpoints resumes from them instead, and never reads it.
+  bundle = None
+  if fine_tuning.requested(config) and not _has_checkpoints(
+      checkpointing.checkpoint_directory(workdir, config.get("checkpoint_dir", ""))):
+    bundle = fine_tuning.read_checked(config)
   if jax.process_index() == 0:  # The other processes write nothing to the workdir.
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # Listen for SIGTERM from the start; the flag is acted upon after the next step.
   sigterm = checkpointing.SigtermFlag()
   checkpointer = checkpointing.Checkpointer.for_config(workdir, config)
   try:
-    return _train(config, workdir, mesh, checkpointer, sigterm, train_batches)
+    return _train(config, workdir, mesh, checkpointer, sigterm, train_batches, bundle)
   finally:
     checkpointer.close()
     sigterm.restore()
@@ -166,8 +186,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
            checkpointer: checkpointing.Checkpointer, sigterm: checkpointing.SigtermFlag,
-           train_batches: Optional[Iterator[np.ndarray]]) -> TrainState:
-  """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag."""
+           train_batches: Optional[Iterator[np.ndarray]],
+           bundle: Optional[fine_tuning.Source]) -> TrainState:
+  """The body of train_and_evaluate, which owns the checkpointer and the SIGTERM flag;
+  `bundle`: the checked bundle of config.init_from, if the run starts from one."""
   # ---- Data and model. ----
   family = families.of(config)
   data = family.make_data(config, mesh)
@@ -182,10 +204,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
       jax.eval_shape(init, rng))
   state = checkpointer.restore_latest(abstract_state)
-  if state is None:
+  init_from = fine_tuning.requested(config)
+  if state is None and init_from:
+    if bundle is None:  # Step directories without a finished checkpoint: none to resume.
+      bundle = fine_tuning.read_checked(config)
+    state = fine_tuning.initial_state(init, bundle, rng, replicated)
+    logging.info("%s", fine_tuning.describe(bundle))
+  elif state is None:
     state = jax.jit(init, out_shardings=replicated)(rng)
   else:
     logging.info("Resumed from %s", checkpointer.path(checkpointer.latest_step()))
+    if init_from:
+      logging.warning("%s has checkpoints: resuming from step %d; config.init_from=%s is "
+                      "ignored", checkpointer.directory, checkpointer.latest_step(), init_from)
     _warn_about_changed_fields(config, workdir)
   start_step = int(state.step)
   if jax.process_index() == 0:
