@@ -145,10 +145,12 @@ def test_memory_falls_with_the_micro_batch_and_no_data_moves():
   whole, micro = measure(config, mesh, 1), measure(config, mesh, K)
   print("k=1:", whole, f"\nk={K}:", micro)
   assert micro["temp_bytes"] < whole["temp_bytes"] / 2.5
-  # The strided split keeps every row on its device: the micro-batch program has the same
-  # collectives as the whole batch's (a contiguous split adds all-to-alls and
-  # collective-permutes).
-  for op in ("all-to-all", "all-gather", "collective-permute", "all-reduce"):
+  # The strided split keeps every row on its device: the micro-batch program moves data
+  # between devices exactly as the whole batch's does (a contiguous split adds all-to-alls
+  # and collective-permutes). All-reduces, the BatchNorm and gradient sums, are not
+  # compared: how many XLA emits depends on where it places them in the nested loops (the
+  # D steps' scan and the micro-batches').
+  for op in ("all-to-all", "all-gather", "collective-permute"):
     assert micro[op] == whole[op], op
 
 

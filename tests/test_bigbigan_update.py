@@ -85,6 +85,33 @@ def test_batch_norm_and_spectral_state_advance(two_d_steps):
   assert not state.encoder.spectral  # E has no spectral norm.
 
 
+@pytest.mark.slow
+def test_scanned_d_steps_equal_the_unrolled_ones():
+  """The update's lax.scan over its D steps against the same steps written out one after
+  another (the update before the scan): three D steps, each with its own images, z and
+  noise, then the E/G step, with SGD so that every leaf (parameters, BatchNorm and
+  spectral-norm state) is the same function of the initial state in both programs and must
+  agree to float32 rounding (both are compiled whole, so XLA may fuse and round the E/G
+  step's sums differently: ~1e-6 measured)."""
+  config = reference.small_config(d_steps=3)
+  networks = bigbigan_family.build_networks(config)
+  initial = reference.initial_state(config, networks)
+  images = reference.random_images(config)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  results = {}
+  for unroll in (False, True):
+    step = bigbigan_update.make_bigbigan_train_step(config, networks,
+                                                    reference.sgd_optimizers(), mesh, unroll)
+    state = jax.device_put(initial, sharding.replicated(mesh))
+    results[unroll] = jax.device_get(step(state, jax.device_put(
+        images, bigbigan_update.image_sharding(mesh))))
+  (scanned, scanned_metrics), (unrolled, unrolled_metrics) = results[False], results[True]
+  reference.assert_states_close(scanned, unrolled, initial, 1e-5, 1e-6, 1e-3,
+                                "scanned vs unrolled D steps")
+  for name, value in unrolled_metrics.items():
+    assert scanned_metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
 # 8 devices against 1 device, and per-device BatchNorm against its per-shard reference: the
 # same computation in other orders (moments and batch sums per shard, then across shards),
 # whose float32 rounding grows through small-batch BatchNorm and two D steps. Measured

@@ -193,12 +193,15 @@ def accumulate_gradients(micro_step: Callable, state: TrainState, batch, k: int,
 
 
 def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networks,
-                             optimizers: dict[str, optax.GradientTransformation], mesh: Mesh
+                             optimizers: dict[str, optax.GradientTransformation], mesh: Mesh,
+                             unroll_d_steps: bool = False
                              ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
   """Builds the jitted BigBiGAN iteration for `config` (see the module docstring).
 
   The images are sharded on their batch axis (axis 1) over the mesh's `data` axis; the
-  state is replicated and donated.
+  state is replicated and donated. The D steps run under one `lax.scan`, so XLA compiles
+  the D step once whatever `d_steps` is; `unroll_d_steps` writes them out one after another
+  instead (the same computation, each step compiled anew: the tests' reference).
   """
   if config.num_classes:
     raise ConfigError(f"config.num_classes={config.num_classes}: BigBiGAN is unconditional "
@@ -287,7 +290,8 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   def d_step(state: TrainState, batch):
     state, grads, metrics = accumulate(d_micro_step, state, batch)
     discriminator = _update(state.discriminator, grads, optimizers["discriminator"])
-    return state.replace(discriminator=discriminator), (grads, metrics)
+    metrics["d_grad_norm"] = optax.tree.norm(grads)
+    return state.replace(discriminator=discriminator), metrics
 
   def eg_step(state: TrainState, batch):
     state, grads, metrics = accumulate(eg_micro_step, state, batch)
@@ -298,15 +302,27 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     metrics["eg_grad_norm"] = optax.tree.norm(grads)
     return state.replace(generator=generator, encoder=encoder), metrics
 
+  def d_steps(state: TrainState, x: jax.Array, rngs: jax.Array) -> tuple[TrainState, dict]:
+    """The D steps on x [d_steps, B, ...] with keys [d_steps]; the last step's metrics."""
+    def body(state, inputs):
+      x_i, rng = inputs
+      return d_step(state, (x_i, *draw_latents(rng, x.shape[IMAGE_BATCH_AXIS])))
+
+    if unroll_d_steps:
+      for i in range(config.d_steps):
+        state, metrics = body(state, (x[i], rngs[i]))
+      return state, metrics
+    state, metrics = jax.lax.scan(body, state, (x, rngs))
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+
   def train_step(state: TrainState, images: jax.Array) -> tuple[TrainState, dict]:
     x = normalise_images(images)
     batch = x.shape[IMAGE_BATCH_AXIS]
     rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), config.d_steps + 1)
-    for i in range(config.d_steps):
-      state, (d_grads, d_metrics) = d_step(state, (x[i], *draw_latents(rngs[i], batch)))
+    state, d_metrics = d_steps(state, x, rngs[:-1])
     # The E/G step reuses the last D step's real images.
     state, metrics = eg_step(state, (x[-1], *draw_latents(rngs[-1], batch)))
-    metrics = {**d_metrics, **metrics, "d_grad_norm": optax.tree.norm(d_grads)}
+    metrics = {**d_metrics, **metrics}
     state = state.replace(step=state.step + 1)
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics
 
