@@ -45,3 +45,14 @@ def apply_overrides(config: ml_collections.ConfigDict,
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """A config's nested dict (its JSON) as {"field.subfield": value}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat

@@ -34,6 +34,7 @@ import ml_collections
 
 from bigbigan import bundle as bundle_lib
 from bigbigan import checkpointing
+from bigbigan import config_files
 from bigbigan import families
 from bigbigan.errors import BundleError, ConfigError
 from bigbigan.state import TrainState
@@ -93,21 +94,11 @@ def _network_weights(state: TrainState, names: tuple[str, ...]) -> dict[str, Any
   return {name: {c: getattr(getattr(state, name), c) for c in COLLECTIONS} for name in names}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def _differing_fields(bundle_config: dict, config: ml_collections.ConfigDict) -> list[str]:
   """The network fields where the bundle's run and `config` differ, "field=theirs (ours)"."""
   # Through JSON, so that tuples and lists compare as the manifest stores them.
-  ours = _flatten(json.loads(config.to_json_best_effort()))
-  theirs = _flatten(bundle_config)
+  ours = config_files.flatten(json.loads(config.to_json_best_effort()))
+  theirs = config_files.flatten(bundle_config)
   return [f"{field}={theirs.get(field)!r} (this config: {ours.get(field)!r})"
           for field in sorted(set(ours) | set(theirs))
           if field.split(".")[0] in SHAPING_FIELDS and ours.get(field) != theirs.get(field)]

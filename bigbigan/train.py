@@ -36,6 +36,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from bigbigan import checkpointing
+from bigbigan import config_files
 from bigbigan import families
 from bigbigan import fine_tuning
 from bigbigan import files
@@ -75,22 +76,12 @@ def _warn_about_changed_fields(config: ml_collections.ConfigDict, workdir: str) 
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return
-  before = _flatten(json.loads(path.read_text()))
-  now = _flatten(json.loads(config.to_json_best_effort()))
+  before = config_files.flatten(json.loads(path.read_text()))
+  now = config_files.flatten(json.loads(config.to_json_best_effort()))
   changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
   if changed:
     logging.warning("Resuming with changed config fields: %s", "; ".join(changed))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
 
 
 def _has_checkpoints(directory: str) -> bool:

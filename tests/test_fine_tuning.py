@@ -18,7 +18,7 @@ from bigbigan import bundle as bundle_lib
 from bigbigan import fine_tuning, run_directory, sharding, train
 from bigbigan.errors import BundleError, ConfigError
 from bigbigan.families import bigbigan as bigbigan_family
-from conftest import REPO
+from conftest import REPO, apply_overrides
 from mnist_mock import fixed_image_batches
 
 NETWORKS = ("generator", "encoder", "discriminator")
@@ -31,13 +31,7 @@ def _run_config(tiny_bundle, data_dir, **overrides):
   manifest = json.loads((tiny_bundle["bundle"] / bundle_lib.MANIFEST).read_text())
   config = run_directory.config_from_dict(manifest["config"])
   config.update({"data_dir": str(data_dir), "eval_metrics": (), "selection_metric": ""})
-  for field, value in overrides.items():
-    *parents, leaf = field.split("__")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, {k.replace("__", "."): v for k, v in overrides.items()})
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
