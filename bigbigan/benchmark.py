@@ -40,7 +40,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import families, sharding, train
+from bigbigan import families, sharding
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
 from bigbigan.summary import xla_flops
@@ -103,7 +103,7 @@ def _host_fed_batches(images: jax.Array, mesh) -> dict:
   axis = IMAGE_BATCH_AXIS
   return {"on_device": itertools.repeat(images),
           **{name: sharding.prefetch_to_mesh(itertools.cycle(host_rows), mesh, axis, size=size)
-             for name, size in (("no_prefetch", 0), ("prefetch", train.DEVICE_PREFETCH))}}
+             for name, size in (("no_prefetch", 0), ("prefetch", sharding.DEVICE_PREFETCH))}}
 
 
 def _iteration_seconds(compiled, state, batches, steps: int):

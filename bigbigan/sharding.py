@@ -37,8 +37,13 @@ def to_global_batch(local_batch: np.ndarray, mesh: Mesh, batch_axis: int = 0) ->
   return jax.make_array_from_process_local_data(batch_sharded(mesh, batch_axis), local_batch)
 
 
+# Batches whose host-to-device transfer runs ahead of the step that uses them (the trainer's
+# and the benchmark's).
+DEVICE_PREFETCH = 2
+
+
 def prefetch_to_mesh(local_batches: Iterator[Any], mesh: Mesh, batch_axis: int = 0,
-                     size: int = 2) -> Iterator[Any]:
+                     size: int = DEVICE_PREFETCH) -> Iterator[Any]:
   """Yields `local_batches` (pytrees of this process's rows) as global `data`-sharded arrays,
   with the transfers of the next `size` batches already started.
 

@@ -112,8 +112,6 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                     config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-# Batches whose host-to-device transfer runs ahead of the step that uses them.
-DEVICE_PREFETCH = 2
 # How long processes wait for each other's compilation of the update.
 COMPILE_BARRIER_TIMEOUT_MS = 30 * 60 * 1000
 
@@ -224,7 +222,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   if train_batches is None:
     train_batches = data.train_batches(start_step)
   batches = sharding.prefetch_to_mesh(train_batches, mesh, data.batch_axis,
-                                      size=DEVICE_PREFETCH)
+                                      size=sharding.DEVICE_PREFETCH)
   writer = create_writer(workdir, start_step)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.total_steps, writer=writer, every_steps=config.log_every_steps,

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from bigbigan import train
+from bigbigan import sharding, train
 from bigbigan.data.toy import Mixture
 from bigbigan.errors import CheckpointError, ConfigError, NonFiniteLossError
 from conftest import REPO, cli_overrides, free_port, run_processes
@@ -45,7 +45,7 @@ def _preempted_at(config, preempt_step: int):
   The trainer reads the batch of step s + DEVICE_PREFETCH as step s starts (prefetch).
   """
   batches = Mixture.from_config(config).train_batches(config.batch_size, config.seed)
-  for step, batch in enumerate(batches, start=1 - train.DEVICE_PREFETCH):
+  for step, batch in enumerate(batches, start=1 - sharding.DEVICE_PREFETCH):
     if step == preempt_step:
       os.kill(os.getpid(), signal.SIGTERM)
     yield batch
