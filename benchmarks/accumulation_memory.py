@@ -3,7 +3,7 @@
     python benchmarks/accumulation_memory.py --cpu_devices=8 \
         --config=configs/biggan.py:tiny --batch_size=256 --accumulation_steps 1 2 4 8
 
-Compiles the update (`bigbigan_update.make_bigbigan_train_step`) for each
+Compiles the update (`bigbigan.benchmark.compile_update`) for each
 `config.accumulation_steps` = k over all devices (with `--cpu_devices`, that many simulated
 CPU devices) without running it or allocating the state: the state's and the images' shapes
 only. For each k it prints XLA's memory analysis of one device's program
@@ -22,28 +22,11 @@ def measure(config, mesh, accumulation_steps: int) -> dict:
   """Compiles the update of `config` at `accumulation_steps` on `mesh`; returns its per-device
   {"temp_bytes", "argument_bytes", "compile_seconds"} and collective counts ("all-to-all",
   "all-gather", "collective-permute", "all-reduce")."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from bigbigan import optimizers, sharding  # pylint: disable=g-import-not-at-top
-  from bigbigan.families import bigbigan as bigbigan_family  # pylint: disable=g-import-not-at-top
-  from bigbigan.families import bigbigan_update  # pylint: disable=g-import-not-at-top
+  from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
   config.accumulation_steps = accumulation_steps
-  networks = bigbigan_family.build_networks(config)
-  replicated = sharding.replicated(mesh)
-  shapes = jax.eval_shape(bigbigan_family.state_initializer(config, networks),
-                          jax.random.PRNGKey(0))
-  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                       shapes)
-  side = config.encoder.resolution
-  images = jax.ShapeDtypeStruct((config.d_steps, config.batch_size, side, side, 3), jnp.uint8,
-                                sharding=bigbigan_update.image_sharding(mesh))
-  step = bigbigan_update.make_bigbigan_train_step(config, networks,
-                                                  optimizers.make_optimizers(config), mesh)
-  start = time.perf_counter()
-  compiled = step.lower(state, images).compile()
-  seconds = time.perf_counter() - start
+  compiled, seconds = benchmark.compile_update(config, mesh)
   memory = compiled.memory_analysis()
   hlo = compiled.as_text()
   figures = {"temp_bytes": memory.temp_size_in_bytes,

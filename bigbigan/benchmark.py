@@ -1,9 +1,12 @@
 """Times the BigBiGAN update on this machine's devices and prints JSON with its MFU; or,
-with `--pipeline`, the input pipeline alone.
+with `--pipeline`, the input pipeline alone; or, with `--memory`, XLA's memory analysis of
+the update, compiled but not run.
 
     python -m bigbigan.benchmark --config=configs/biggan.py:tiny [--peak_tflops=790] \
         [--steps=10] [--config.batch_size=256]
     python -m bigbigan.benchmark --config=configs/biggan.py --pipeline
+    python -m bigbigan.benchmark --config=configs/resnet50.py --memory \
+        --config.batch_size=64   # one device: the per-device batch
 
 Builds the state and the jitted update of the config's family (families/; the global
 batch over every device's `data` shard), feeds it random uint8 images already on the
@@ -33,8 +36,10 @@ import json
 import statistics
 import sys
 import time
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app
 from absl import flags
@@ -45,6 +50,46 @@ from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
 from bigbigan.summary import xla_flops
 
+
+
+def compile_update(config, mesh) -> tuple[Any, float]:
+  """(the update of `config` compiled over `mesh`, seconds it took), from the shapes of the
+  state and the images alone: nothing is initialised or allocated, so full-size networks
+  and batches that would not fit this machine's memory compile too."""
+  family = families.of(config)
+  networks = family.build_networks(config)
+  replicated = sharding.replicated(mesh)
+  shapes = jax.eval_shape(family.state_initializer(config, networks), jax.random.PRNGKey(0))
+  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                       shapes)
+  side = config.encoder.resolution if config.encoder.kind != "none" else config.resolution
+  images = jax.ShapeDtypeStruct((config.d_steps, config.batch_size, side, side, 3),
+                                jnp.uint8, sharding=image_sharding(mesh))
+  start = time.perf_counter()
+  compiled = family.make_update(config, networks, mesh).lower(state, images).compile()
+  return compiled, time.perf_counter() - start
+
+
+def memory_analysis(config) -> dict:
+  """XLA's memory analysis of one device's update program for `config` (compiled for this
+  machine's devices, not run): bytes of the arguments (the state and the images), outputs,
+  outputs aliased to (donated) arguments, temporaries, and their total, the peak the
+  program needs: arguments + outputs - aliased + temporaries."""
+  mesh = sharding.make_mesh()
+  compiled, seconds = compile_update(config, mesh)
+  memory = compiled.memory_analysis()
+  figures = {"argument_bytes": memory.argument_size_in_bytes,
+             "output_bytes": memory.output_size_in_bytes,
+             "alias_bytes": memory.alias_size_in_bytes,
+             "temp_bytes": memory.temp_size_in_bytes}
+  figures["total_bytes"] = (figures["argument_bytes"] + figures["output_bytes"]
+                            - figures["alias_bytes"] + figures["temp_bytes"])
+  return {"device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
+          "batch_size": config.batch_size,
+          "per_device_batch": config.batch_size // mesh.devices.size,
+          "d_steps": config.d_steps, "compute_dtype": config.compute_dtype,
+          "compile_seconds": round(seconds, 2), **figures,
+          "total_gib": figures["total_bytes"] / 2**30}
 
 
 def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
@@ -244,6 +289,8 @@ def main(argv):
   try:
     if _PIPELINE.value:
       results = pipeline_benchmark(_CONFIG.value.encoder.resolution)
+    elif _MEMORY.value:
+      results = memory_analysis(_CONFIG.value)
     else:
       results = benchmark(_CONFIG.value, _STEPS.value, _PEAK_TFLOPS.value)
   except BigBiganError as error:
@@ -260,5 +307,7 @@ if __name__ == "__main__":
                                     "Peak TFLOP/s of one device (for MFU).")
   _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps, after two warm-up steps.")
   _PIPELINE = flags.DEFINE_bool("pipeline", False, "Time the input pipeline alone.")
+  _MEMORY = flags.DEFINE_bool("memory", False, "Print XLA's memory analysis of the update "
+                              "compiled for config.batch_size, without running it.")
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -47,7 +47,8 @@ def test_released_feature_names_and_shapes():
   for backbone, width, features in (("resnet", 1, 2048), ("revnet", 4, 8192)):
     _, out = _shapes(ImageEncoder(backbone=backbone, width=width))
     assert {k: v.shape for k, v in out.items()} == {
-        "z_mean": (1, 120), "z_sample": (1, 120), "avepool_feat": (1, features),
+        "z_mean": (1, 120), "z_stdev": (1, 120), "z_sample": (1, 120),
+        "avepool_feat": (1, features),
         "bn_crelu_feat": (1, 2 * features)}
 
 
