@@ -47,9 +47,9 @@ from ml_collections import config_flags
 
 from bigbigan import families, sharding
 from bigbigan.errors import BigBiganError, ConfigError
-from bigbigan.families.bigbigan_update import IMAGE_BATCH_AXIS, image_sharding
+from bigbigan.families.bigbigan_update import (IMAGE_BATCH_AXIS, MUTABLE, image_sharding,
+                                               network_variables)
 from bigbigan.summary import xla_flops
-
 
 
 def compile_update(config, mesh) -> tuple[Any, float]:
@@ -70,11 +70,44 @@ def compile_update(config, mesh) -> tuple[Any, float]:
   return compiled, time.perf_counter() - start
 
 
+def saved_activation_bytes(config, per_device_batch: int) -> dict[str, int]:
+  """{network: bytes}: what the training-mode forward of G, E and D keeps for its backward
+  pass in one device's share of the E/G step (G on the batch's z, E on its images, D on the
+  real and the generated pairs: twice the batch), with the compute-dtype copies of the
+  weights it reads: the residuals of `jax.vjp`, found from shapes alone. `config.remat`
+  trades these for recomputation. XLA's CPU schedule does not realise that trade (its
+  temporaries stay the same with remat), so this figure is what shows it."""
+  family = families.of(config)
+  networks = family.build_networks(config)
+  state = jax.eval_shape(family.state_initializer(config, networks), jax.random.PRNGKey(0))
+  rows = {"generator": per_device_batch, "encoder": per_device_batch,
+          "discriminator": 2 * per_device_batch}
+  saved = {}
+  for name, rows_of_network in rows.items():
+    module, network = getattr(networks, name), getattr(state, name)
+    if module is None:  # The GAN baseline has no encoder.
+      continue
+    inputs = {key: jax.ShapeDtypeStruct((rows_of_network, *example.shape[1:]), example.dtype)
+              for key, example in family.example_inputs(config, name).items()}
+
+    def residuals(network, inputs, module=module):
+      def forward(params, inputs):
+        variables = network_variables(network, params)
+        return module.apply(variables, **inputs, train=True, mutable=MUTABLE,
+                            rngs={"latent": jax.random.PRNGKey(0)})[0]
+      return jax.vjp(forward, network.params, inputs)[1]
+
+    leaves = jax.tree.leaves(jax.eval_shape(residuals, network, inputs))
+    saved[name] = int(sum(leaf.size * leaf.dtype.itemsize for leaf in leaves))
+  return saved
+
+
 def memory_analysis(config) -> dict:
   """XLA's memory analysis of one device's update program for `config` (compiled for this
   machine's devices, not run): bytes of the arguments (the state and the images), outputs,
   outputs aliased to (donated) arguments, temporaries, and their total, the peak the
-  program needs: arguments + outputs - aliased + temporaries."""
+  program needs: arguments + outputs - aliased + temporaries; and the activations each
+  network saves for backprop (`saved_activation_bytes`)."""
   mesh = sharding.make_mesh()
   compiled, seconds = compile_update(config, mesh)
   memory = compiled.memory_analysis()
@@ -84,29 +117,33 @@ def memory_analysis(config) -> dict:
              "temp_bytes": memory.temp_size_in_bytes}
   figures["total_bytes"] = (figures["argument_bytes"] + figures["output_bytes"]
                             - figures["alias_bytes"] + figures["temp_bytes"])
+  per_device_batch = config.batch_size // mesh.devices.size
+  saved = saved_activation_bytes(config, per_device_batch)
   return {"device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
-          "batch_size": config.batch_size,
-          "per_device_batch": config.batch_size // mesh.devices.size,
+          "batch_size": config.batch_size, "per_device_batch": per_device_batch,
           "d_steps": config.d_steps, "compute_dtype": config.compute_dtype,
+          "remat": config.get("remat", "none"),
           "compile_seconds": round(seconds, 2), **figures,
-          "total_gib": figures["total_bytes"] / 2**30}
+          "total_gib": figures["total_bytes"] / 2**30,
+          "saved_activation_bytes": saved,
+          "saved_activation_gib": sum(saved.values()) / 2**30}
 
 
-def benchmark(config, steps: int = 10, peak_tflops=None) -> dict:
-  """Compiles and times the update for `config`; returns the measurements."""
+def benchmark(config, steps: int = 10, peak_tflops=None, precompiled=None) -> dict:
+  """Compiles and times the update for `config`; returns the measurements.
+
+  `precompiled`: `compile_update(config, mesh)`'s result for this machine's mesh, compiled
+  beforehand (benchmarks/accelerator_suite.py compiles several configs at once)."""
   mesh = sharding.make_mesh()
   if config.batch_size % mesh.devices.size:
     raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
                       f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}")
-  state, train_step = families.create_state_and_update(config, mesh)
+  compiled, compile_seconds = precompiled or compile_update(config, mesh)
+  state, _ = families.create_state_and_update(config, mesh)
   side = config.encoder.resolution if config.encoder.kind != "none" else config.resolution
   shape = (config.d_steps, config.batch_size, side, side, 3)
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8),
                           image_sharding(mesh))
-
-  start = time.perf_counter()
-  compiled = train_step.lower(state, images).compile()
-  compile_seconds = time.perf_counter() - start
   flops = xla_flops(compiled)
 
   times = []

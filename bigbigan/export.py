@@ -96,11 +96,19 @@ def export_run(workdir: str, out: str, step: Union[int, str, None] = None,
   # One device is enough to read the weights, and keeps every device free on a training host.
   mesh = sharding.make_mesh(jax.local_devices()[:1])
   step, state, _ = run_directory.restore_run(config, workdir, step, mesh)
+  return export_state(config, state, step, str(workdir), out, with_discriminator, overwrite)
+
+
+def export_state(config, state, step: int, source: str, out: str,
+                 with_discriminator: bool = False, overwrite: bool = False) -> dict:
+  """Writes the bundle of a BigBiGAN TrainState `state` (as checkpoints hold it: its EMA
+  networks with their standing statistics) of `config`'s run at `step` to `out`; `source`
+  names where it came from. Returns the bundle's manifest."""
   weights = jax.tree.map(np.asarray, bundle.bundle_weights(state, with_discriminator))
   fields = {
       "bigbigan_version": __version__,
       "step": int(step),
-      "source": str(workdir),
+      "source": source,
       "networks": {name: {"parameters": count}
                    for name, count in bundle.parameter_counts(weights).items()},
       "config": json.loads(config.to_json_best_effort()),

@@ -58,6 +58,11 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   config.latent_prior = "normal"
   config.num_classes = 1000 if conditional else 0
   config.compute_dtype = "bfloat16" if "bfloat16" in variants else "float32"
+  # Rematerialisation of G's and D's residual and non-local blocks: "none" stores every
+  # activation for backprop; "blocks" stores each block's input alone and recomputes the
+  # rest in the backward pass (10% more FLOPs per full-size step, for a larger per-device
+  # batch: `python -m bigbigan.benchmark --memory` predicts the memory of either).
+  config.remat = "none"
 
   # BigGAN's orthogonal regularisation of G's weights, beta = 1e-4.
   config.generator = ml_collections.ConfigDict(dict(ch=96, shared_dim=128, ortho_weight=1e-4))

@@ -44,6 +44,8 @@ class BigGANGenerator(nn.Module):
     num_classes: 0 for BigBiGAN's unconditional "single label" G; > 0 for class-conditional.
     shared_dim: the size of the shared class embedding.
     dtype: the compute dtype; params stay float32.
+    remat: layers.REMAT_POLICIES: "blocks" recomputes each ResBlock's and the non-local
+      block's activations in the backward pass instead of storing them.
   """
 
   resolution: int = 128
@@ -51,6 +53,7 @@ class BigGANGenerator(nn.Module):
   num_classes: int = 0
   shared_dim: int = 128
   dtype: Any = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: Optional[jax.Array] = None, *,
@@ -74,13 +77,14 @@ class BigGANGenerator(nn.Module):
         z_chunks[0], train=train)
     h = h.reshape(-1, BOTTOM_RESOLUTION, BOTTOM_RESOLUTION, width)
     resolution = BOTTOM_RESOLUTION
+    res_block = layers.rematerialised(layers.ResBlockUp, self.remat)
+    non_local = layers.rematerialised(layers.NonLocalBlock, self.remat)
     for i, out_width in enumerate(widths[1:]):
       cond = jnp.concatenate([embedding, z_chunks[i + 1]], axis=-1)
-      h = layers.ResBlockUp(out_width * self.ch, **kw, name=f"block_{i}")(h, cond,
-                                                                         train=train)
+      h = res_block(out_width * self.ch, **kw, name=f"block_{i}")(h, cond, train)
       resolution *= 2
       if resolution == ATTENTION_RESOLUTION:
-        h = layers.NonLocalBlock(**kw, name="non_local")(h, train=train)
+        h = non_local(**kw, name="non_local")(h, train)
     h = nn.relu(layers.ConditionalBatchNorm(**kw, name="bn_out")(h, train=train))
     h = layers.SNConv(3, **kw, name="conv_out")(h, train=train)
     return jnp.tanh(h.astype(jnp.float32))

@@ -30,22 +30,29 @@ ATTENTION_RESOLUTION = 64
 
 
 class BigGANTrunk(nn.Module):
-  """F: images [N, R, R, 3] -> features [N, width of the last block]."""
+  """F: images [N, R, R, 3] -> features [N, width of the last block].
+
+  `remat` (layers.REMAT_POLICIES): "blocks" recomputes each ResBlock's and the non-local
+  block's activations in the backward pass instead of storing them.
+  """
 
   resolution: int = 128
   ch: int = 96
   dtype: Any = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
+    res_block = layers.rematerialised(layers.ResBlockDown, self.remat)
+    non_local = layers.rematerialised(layers.NonLocalBlock, self.remat)
     h, resolution = x, self.resolution
     for i, (width, downsample) in enumerate(DISCRIMINATOR_BLOCKS[self.resolution]):
-      h = layers.ResBlockDown(width * self.ch, downsample=downsample, preactivation=i > 0,
-                              **kw, name=f"block_{i}")(h, train=train)
+      h = res_block(width * self.ch, downsample=downsample, preactivation=i > 0, **kw,
+                    name=f"block_{i}")(h, train)
       resolution //= 2 if downsample else 1
       if downsample and resolution == ATTENTION_RESOLUTION:
-        h = layers.NonLocalBlock(**kw, name="non_local")(h, train=train)
+        h = non_local(**kw, name="non_local")(h, train)
     return jnp.sum(nn.relu(h), axis=(1, 2))  # Global sum pooling.
 
 
@@ -76,6 +83,7 @@ class BigBiGANDiscriminator(nn.Module):
     joint_width, joint_depth: J's MLP.
     unary_x, unary_z: keep the unary scores s_x and s_z.
     num_classes: > 0 adds the class projection to s_x (BigGAN's conditional D).
+    remat: F's rematerialisation policy (BigGANTrunk).
   """
 
   resolution: int = 128
@@ -88,6 +96,7 @@ class BigBiGANDiscriminator(nn.Module):
   unary_z: bool = True
   num_classes: int = 0
   dtype: Any = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, z: Optional[jax.Array] = None,
@@ -96,7 +105,8 @@ class BigBiGANDiscriminator(nn.Module):
     head = lambda name: layers.SNDense(1, **kw, name=name)
     if z is None and not self.unary_x:
       raise ValueError("a discriminator of x alone (z=None) needs its unary x score")
-    features = BigGANTrunk(self.resolution, self.ch, self.dtype, name="F")(x, train=train)
+    features = BigGANTrunk(self.resolution, self.ch, self.dtype, self.remat,
+                           name="F")(x, train=train)
     scores = {}
     if self.unary_x:
       s_x = head("x_head")(features, train=train)[:, 0]

@@ -10,8 +10,11 @@ Conventions:
   normalisation statistics, sigma and the attention softmax are computed in float32.
 - Weights use BigGAN's orthogonal initialisation.
 - Images are NHWC.
+- The residual and non-local blocks take `train` as their last positional argument, so that
+  `rematerialised` can make it static under `nn.remat`.
 """
 
+import inspect
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -20,6 +23,11 @@ import jax.numpy as jnp
 
 SPECTRAL = "spectral"
 Dtype = Any
+# "none": backprop reads every activation stored by the forward pass; "blocks": each residual
+# and non-local block keeps only its inputs and recomputes its insides when backprop reaches
+# it (one more forward of G's and D's blocks per step, for activation memory that falls
+# from every layer's to every block's).
+REMAT_POLICIES = ("none", "blocks")
 
 orthogonal = nn.initializers.orthogonal()
 
@@ -173,7 +181,7 @@ class NonLocalBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     batch, height, width, channels = x.shape
     if channels < 8:
       raise ValueError(f"the non-local block needs at least 8 channels (C/8 for theta and "
@@ -203,7 +211,7 @@ class ResBlockUp(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond: Optional[jax.Array], *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, cond: Optional[jax.Array], train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.relu(ConditionalBatchNorm(**kw, name="bn_0")(x, cond, train=train))
     h = SNConv(self.features, **kw, name="conv_0")(upsample(h), train=train)
@@ -229,7 +237,7 @@ class ResBlockDown(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.relu(x) if self.preactivation else x
     h = SNConv(self.features, **kw, name="conv_0")(h, train=train)
@@ -245,3 +253,16 @@ class ResBlockDown(nn.Module):
     if self.downsample and self.preactivation:
       shortcut = avg_pool(shortcut)
     return h + shortcut
+
+
+def rematerialised(block: type[nn.Module], remat: str) -> type[nn.Module]:
+  """`block` (a class of this module whose last positional argument is `train`) as it is, or
+  with `remat="blocks"` wrapped in `nn.remat`: the same parameters, variables and results,
+  but its activations are recomputed in the backward pass instead of stored."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"remat={remat!r}: allowed {REMAT_POLICIES}")
+  if remat == "none":
+    return block
+  # `train` picks Python branches (BatchNorm's mode, spectral norm's update): it is static.
+  train_argnum = list(inspect.signature(block.__call__).parameters).index("train")
+  return nn.remat(block, static_argnums=(train_argnum,))

@@ -10,6 +10,7 @@ from bigbigan.errors import ConfigError
 from bigbigan.models import biggan
 from bigbigan.models import discriminator as discriminator_lib
 from bigbigan.models import encoder as encoder_lib
+from bigbigan.models import layers
 from bigbigan.models import mlp
 from bigbigan.models import resnet
 
@@ -52,6 +53,10 @@ def build_biggan_networks(config: ml_collections.ConfigDict) -> Networks:
   if config.latent_dim % chunks:
     raise ConfigError(f"config.latent_dim={config.latent_dim}: BigGAN at {config.resolution} "
                       f"pixels splits z into {chunks} equal chunks; use a multiple of {chunks}")
+  # Configs written before the field existed (a bundle's bundle.json) store nothing.
+  remat = config.get("remat", "none")
+  if remat not in layers.REMAT_POLICIES:
+    raise ConfigError(f"config.remat={remat!r}: allowed {layers.REMAT_POLICIES}")
   dtype = jnp.dtype(config.compute_dtype)
   g, e, d = config.generator, config.encoder, config.discriminator
   encoder = None
@@ -72,9 +77,10 @@ def build_biggan_networks(config: ml_collections.ConfigDict) -> Networks:
         stochastic=e.kind == "stochastic", latent_bound=e.latent_bound, dtype=dtype)
   generator = biggan.BigGANGenerator(resolution=config.resolution, ch=g.ch,
                                      num_classes=config.num_classes,
-                                     shared_dim=g.shared_dim, dtype=dtype)
+                                     shared_dim=g.shared_dim, dtype=dtype, remat=remat)
   discriminator = discriminator_lib.BigBiGANDiscriminator(
       resolution=config.resolution, ch=d.ch, latent_width=d.latent_width,
       latent_depth=d.latent_depth, joint_width=d.joint_width, joint_depth=d.joint_depth,
-      unary_x=d.unary_x, unary_z=d.unary_z, num_classes=config.num_classes, dtype=dtype)
+      unary_x=d.unary_x, unary_z=d.unary_z, num_classes=config.num_classes, dtype=dtype,
+      remat=remat)
   return Networks(generator, encoder, discriminator)
