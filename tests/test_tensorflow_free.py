@@ -1,6 +1,7 @@
-"""The accelerator path imports no TensorFlow, TFDS or clu: `python -m bigbigan.benchmark`
-and `python -m bigbigan.summary` run where those are not installed (an accelerator host
-that gets the working tree and a few pure-Python wheels, docs/benchmarks.md)."""
+"""The accelerator path imports no TensorFlow, TFDS or clu: `python -m bigbigan.benchmark`,
+`python -m bigbigan.summary` and benchmarks/accelerator_suite.py run where those are not
+installed (an accelerator host that gets the working tree and a few pure-Python wheels,
+docs/benchmarks.md)."""
 
 import json
 import subprocess
@@ -10,16 +11,18 @@ import pytest
 
 from conftest import REPO
 
-# Runs a module as `python -m` would, with importing the three packages raising ImportError.
+# Runs a module as `python -m` would (or a script, given its path) as if the three packages
+# were not installed: a None in sys.modules makes `import` raise ModuleNotFoundError and
+# `importlib.util.find_spec` return None (how etils and JAX's cache probe for TensorFlow).
 _BLOCKED_RUN = """
-import importlib.abc, runpy, sys
-class Blocked(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path, target=None):
-    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "clu"):
-      raise ImportError(f"{name} is not installed here")
-sys.meta_path.insert(0, Blocked())
-module, sys.argv = sys.argv[1], sys.argv[1:]
-runpy.run_module(module, run_name="__main__")
+import runpy, sys
+for name in ("tensorflow", "tensorflow_datasets", "clu"):
+  sys.modules[name] = None
+target, sys.argv = sys.argv[1], sys.argv[1:]
+if target.endswith(".py"):
+  runpy.run_path(target, run_name="__main__")
+else:
+  runpy.run_module(target, run_name="__main__")
 """
 
 
@@ -32,7 +35,7 @@ def test_the_blocker_blocks():
   result = subprocess.run([sys.executable, "-c", _BLOCKED_RUN, "bigbigan.main",
                            "--config=configs/bigbigan_base.py:tiny", "--workdir=/nowhere"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert result.returncode != 0 and "is not installed here" in result.stderr
+  assert result.returncode != 0 and "None in sys.modules" in result.stderr
 
 
 @pytest.mark.slow
@@ -50,3 +53,31 @@ def test_summary_runs_without_tensorflow():
   result = _run_without_tensorflow("bigbigan.summary", "--config=configs/biggan.py:tiny")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "generator" in result.stdout
+
+
+@pytest.mark.slow
+def test_accelerator_suite_dry_run_writes_every_measurement_without_tensorflow(tmp_path):
+  result = _run_without_tensorflow("benchmarks/accelerator_suite.py", "--tiny", "--steps=1",
+                                   "--peak_tflops=2", f"--out={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "accelerator_suite.json").read_text())
+  updates = report["updates"]
+  # Both encoders' updates at the planned per-device batch and half of it, in bf16.
+  assert [(u["config"], u["role"], u["per_device_batch"]) for u in updates] == [
+      ("resnet50", "best", 8), ("resnet50", "half", 4),
+      ("revnet4x", "best", 8), ("revnet4x", "half", 4)]
+  for update in updates:
+    assert "error" not in update, update["error"]
+    assert update["finite"] and update["compute_dtype"] == "bfloat16"
+    assert update["batch_size"] == update["per_device_batch"] * report["devices"]
+    assert update["images_per_second"] == pytest.approx(
+        update["d_steps"] * update["batch_size"] / update["median_step_seconds"])
+    assert update["mfu"] == pytest.approx(update["tflops_per_second_per_device"] / 2)
+    assert update["compile_seconds"] > 0
+  # Each encoder's bundle, exported from an initialised state and loaded, encodes 256 images.
+  assert [(e["config"], e["batch"]) for e in report["encode"]] == [("resnet50", 256),
+                                                                   ("revnet4x", 256)]
+  for encode in report["encode"]:
+    assert "error" not in encode, encode["error"]
+    assert encode["images_per_second"] == pytest.approx(256 / encode["median_seconds"])
+    assert encode["encoder_parameters"] > 0
