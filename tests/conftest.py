@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices and a persistent compilation cache, set before jax loads."""
 
+import importlib.util
 import os
 import pathlib
 import socket
@@ -26,6 +27,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # The compilation cache reads its settings from the environment when jax loads; fail loudly
 # if something imported jax first and the 8 devices are missing.
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
+
+
+def load_script(name: str):
+  """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+  spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 # Overrides that shrink the mixture config to seconds on CPU; also passed on the command line.

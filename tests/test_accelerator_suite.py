@@ -2,21 +2,16 @@
 predictions: the largest per-device batch predicted to fit the device, and half of it.
 (Its dry run: tests/test_tensorflow_free.py.)"""
 
-import importlib.util
 import re
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def suite():
-  spec = importlib.util.spec_from_file_location("accelerator_suite",
-                                                REPO / "benchmarks" / "accelerator_suite.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("accelerator_suite")
 
 
 def test_the_plan_is_the_largest_batch_predicted_to_fit_and_half_of_it(suite):

@@ -17,7 +17,6 @@ interceptor, active while the update is traced, makes every BatchNorm the identi
 conditional gains and biases stay), which leaves BN-free networks with the same params.
 """
 
-import importlib.util
 
 import flax.linen as nn
 import jax
@@ -27,7 +26,7 @@ import pytest
 from bigbigan import families, sharding
 from bigbigan.errors import ConfigError
 from bigbigan.families.bigbigan import build_networks
-from conftest import REPO, apply_overrides, load_config
+from conftest import REPO, apply_overrides, load_config, load_script
 import test_bigbigan_update_reference as reference
 
 K = 4
@@ -129,11 +128,7 @@ def test_micro_batches_with_per_device_batch_norm_equal_the_reference_by_hand():
 
 
 def _measure_module():
-  spec = importlib.util.spec_from_file_location(
-      "accumulation_memory", REPO / "benchmarks" / "accumulation_memory.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("accumulation_memory")
 
 
 @pytest.mark.slow

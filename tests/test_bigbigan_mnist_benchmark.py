@@ -5,7 +5,6 @@ No network is built or trained: the runs are metrics.jsonl files written here, a
 "trainer" is a one-line Python child.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -15,19 +14,10 @@ import sys
 from absl import flags
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script
 
 
-def _load_benchmark():
-  """The script as a module (benchmarks/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("bigbigan_mnist_benchmark",
-                                                REPO / "benchmarks" / "bigbigan_mnist.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load_benchmark()
+bench = load_script("bigbigan_mnist")
 
 # Seed 0: training-loss lines apart from the evaluations (one at the final step, one after
 # it), a step logged in two evaluation lines (the later value wins), and the reconstruction
