@@ -4,7 +4,7 @@ at its planned batches, and a loaded bundle's encode throughput, into one JSON f
     python benchmarks/accelerator_suite.py --out=/tmp/suite --peak_tflops=989  # an H200
     python benchmarks/accelerator_suite.py --out=/tmp/suite --tiny             # a CPU dry run
 
-What it measures, on one device (the run uses every local device; batches are per device):
+What it measures (the updates run over every local device, at per-device batches):
 1. `configs/resnet50.py` and `configs/revnet4x.py` in bf16, each at the largest per-device
    batch that the memory table predicts to fit this device (`PREDICTED_PEAK_GIB`, from
    benchmarks/memory_table.py) and at half of it. The four updates compile at once, in
