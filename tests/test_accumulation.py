@@ -127,16 +127,12 @@ def test_micro_batches_with_per_device_batch_norm_equal_the_reference_by_hand():
                                 PER_DEVICE_CHANGE_RTOL, "per device, k=2 vs the reference by hand")
 
 
-def _measure_module():
-  return load_script("accumulation_memory")
-
-
 @pytest.mark.slow
 def test_memory_falls_with_the_micro_batch_and_no_data_moves():
   # 16 examples per device: activations dominate the tiny networks' temporaries.
   config = apply_overrides(load_config(f"{REPO}/configs/biggan.py:tiny"), {"batch_size": 128})
   mesh = sharding.make_mesh()
-  measure = _measure_module().measure
+  measure = load_script("accumulation_memory").measure
   whole, micro = measure(config, mesh, 1), measure(config, mesh, K)
   print("k=1:", whole, f"\nk={K}:", micro)
   assert micro["temp_bytes"] < whole["temp_bytes"] / 2.5
