@@ -53,7 +53,6 @@ PREDICTED_PEAK_GIB = {
     "resnet50": {32: 20.2, 64: 35.2, 128: 65.0, 256: 124.5},
     "revnet4x": {32: 30.4, 64: 54.1, 128: 101.2, 256: 195.5},
 }
-HEADROOM = 0.9  # The share of the device's memory a predicted peak may take.
 TINY_BATCHES = (8, 4)
 ENCODE_BATCH = 256
 ENCODE_REPEATS = 5
@@ -61,8 +60,9 @@ ENCODE_REPEATS = 5
 
 def planned_batches(name: str, device_bytes: float) -> tuple[int, int]:
   """(the largest per-device batch predicted to fit `device_bytes`, half of it)."""
+  from bigbigan.benchmark import fits  # pylint: disable=g-import-not-at-top
   fitting = [batch for batch, gib in PREDICTED_PEAK_GIB[name].items()
-             if gib * 2**30 <= HEADROOM * device_bytes]
+             if fits(gib * 2**30, device_bytes)]
   if not fitting:
     raise SystemExit(f"accelerator_suite: no planned batch of {name} fits "
                      f"{device_bytes / 1e9:.0f} GB: pass --batches {name}:N")

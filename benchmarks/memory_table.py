@@ -25,11 +25,6 @@ import os
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 # Capacities of the common accelerators, bytes (GB as their makers count them).
 DEVICE_BYTES = {"80 GB": 80e9, "141 GB": 141e9}
-HEADROOM = 0.9  # The share of a device a predicted peak may take.
-
-
-def fits(peak_bytes: float, device_bytes: float) -> bool:
-  return peak_bytes <= HEADROOM * device_bytes
 
 
 def measure(name: str, per_device_batch: int) -> dict:
@@ -48,6 +43,7 @@ def measure(name: str, per_device_batch: int) -> dict:
 
 def table(rows: list[dict]) -> str:
   gib = lambda b: f"{b / 2**30:.1f}"
+  from bigbigan.benchmark import fits  # pylint: disable=g-import-not-at-top
   mark = lambda b: " / ".join("yes" if fits(b, size) else "no" for size in DEVICE_BYTES.values())
   lines = ["| config | per-device batch | XLA peak, remat none (GiB) | fits 80 / 141 GB | "
            "saved activations none / blocks (GiB) | peak, remat blocks (GiB) | "

@@ -52,6 +52,16 @@ from bigbigan.families.bigbigan_update import (IMAGE_BATCH_AXIS, MUTABLE, image_
 from bigbigan.summary import xla_flops
 
 
+# The share of a device's memory that a predicted peak may take; the rest is for the runtime,
+# cuDNN's workspaces and fragmentation.
+MEMORY_HEADROOM = 0.9
+
+
+def fits(peak_bytes: float, device_bytes: float) -> bool:
+  """Whether a program predicted to peak at `peak_bytes` fits a device of `device_bytes`."""
+  return peak_bytes <= MEMORY_HEADROOM * device_bytes
+
+
 def compile_update(config, mesh) -> tuple[Any, float]:
   """(the update of `config` compiled over `mesh`, seconds it took), from the shapes of the
   state and the images alone: nothing is initialised or allocated, so full-size networks
