@@ -26,7 +26,7 @@ def measure(config, mesh, accumulation_steps: int) -> dict:
 
   config = config.copy_and_resolve_references()
   config.accumulation_steps = accumulation_steps
-  compiled, seconds = benchmark.compile_update(config, mesh)
+  compiled, seconds = benchmark.compile_update(config, mesh, accelerator_program=True)
   memory = compiled.memory_analysis()
   hlo = compiled.as_text()
   figures = {"temp_bytes": memory.temp_size_in_bytes,

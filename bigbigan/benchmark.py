@@ -62,11 +62,18 @@ def fits(peak_bytes: float, device_bytes: float) -> bool:
   return peak_bytes <= MEMORY_HEADROOM * device_bytes
 
 
-def compile_update(config, mesh) -> tuple[Any, float]:
+def compile_update(config, mesh, accelerator_program: bool = False) -> tuple[Any, float]:
   """(the update of `config` compiled over `mesh`, seconds it took), from the shapes of the
   state and the images alone: nothing is initialised or allocated, so full-size networks
-  and batches that would not fit this machine's memory compile too."""
+  and batches that would not fit this machine's memory compile too.
+
+  `accelerator_program`: the program a GPU or TPU runs (the BigBiGAN D steps under their
+  `lax.scan`) even where `mesh` is a CPU's, whose own program writes them out: what memory
+  predictions for an accelerator must compile."""
   family = families.of(config)
+  options = {}
+  if accelerator_program and config.network == "biggan":
+    options["unroll_d_steps"] = False
   networks = family.build_networks(config)
   replicated = sharding.replicated(mesh)
   shapes = jax.eval_shape(family.state_initializer(config, networks), jax.random.PRNGKey(0))
@@ -76,7 +83,8 @@ def compile_update(config, mesh) -> tuple[Any, float]:
   images = jax.ShapeDtypeStruct((config.d_steps, config.batch_size, side, side, 3),
                                 jnp.uint8, sharding=image_sharding(mesh))
   start = time.perf_counter()
-  compiled = family.make_update(config, networks, mesh).lower(state, images).compile()
+  compiled = family.make_update(config, networks, mesh, **options).lower(
+      state, images).compile()
   return compiled, time.perf_counter() - start
 
 
@@ -113,13 +121,13 @@ def saved_activation_bytes(config, per_device_batch: int) -> dict[str, int]:
 
 
 def memory_analysis(config) -> dict:
-  """XLA's memory analysis of one device's update program for `config` (compiled for this
-  machine's devices, not run): bytes of the arguments (the state and the images), outputs,
+  """XLA's memory analysis of one device's update program for `config` (an accelerator's
+  program, compiled for this machine's devices, not run): bytes of the arguments (the state and the images), outputs,
   outputs aliased to (donated) arguments, temporaries, and their total, the peak the
   program needs: arguments + outputs - aliased + temporaries; and the activations each
   network saves for backprop (`saved_activation_bytes`)."""
   mesh = sharding.make_mesh()
-  compiled, seconds = compile_update(config, mesh)
+  compiled, seconds = compile_update(config, mesh, accelerator_program=True)
   memory = compiled.memory_analysis()
   figures = {"argument_bytes": memory.argument_size_in_bytes,
              "output_bytes": memory.output_size_in_bytes,

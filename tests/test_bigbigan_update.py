@@ -112,6 +112,26 @@ def test_scanned_d_steps_equal_the_unrolled_ones():
     assert scanned_metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
+def test_cpu_writes_out_the_d_steps_and_accelerator_programs_scan_them():
+  """On a CPU mesh the default update writes the D steps out (XLA:CPU runs a loop's body
+  several times slower: docs/benchmarks.md, "The D steps' loop"); the accelerators'
+  program, which the memory predictions compile, keeps them under one scan."""
+  config = reference.small_config(d_steps=2)
+  networks = bigbigan_family.build_networks(config)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  assert mesh.devices.flat[0].platform == "cpu"
+  state = jax.eval_shape(bigbigan_family.state_initializer(config, networks),
+                         jax.random.PRNGKey(0))
+  side = config.encoder.resolution
+  images = jax.ShapeDtypeStruct((config.d_steps, config.batch_size, side, side, 3), jnp.uint8)
+  loops = {}
+  for unroll in (None, False):
+    update = bigbigan_family.make_update(config, networks, mesh, unroll_d_steps=unroll)
+    loops[unroll] = update.lower(state, images).as_text().count("stablehlo.while")
+  # XLA's lowering has loops of its own (4 here, in both programs); the scan adds one.
+  assert loops[False] == loops[None] + 1, loops
+
+
 # 8 devices against 1 device, and per-device BatchNorm against its per-shard reference: the
 # same computation in other orders (moments and batch sums per shard, then across shards),
 # whose float32 rounding grows through small-batch BatchNorm and two D steps. Measured

@@ -8,7 +8,7 @@ standing statistics (bigbigan_data.py, standing_stats.py), and the predict funct
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -170,11 +170,13 @@ def state_initializer(config: ml_collections.ConfigDict, networks: Networks
                            optimizers_lib.make_optimizers(config), config=config)
 
 
-def make_update(config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh
+def make_update(config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh,
+                unroll_d_steps: Optional[bool] = None
                 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
-  """The jitted BigBiGAN iteration with the config's optimizers (bigbigan_update.py)."""
+  """The jitted BigBiGAN iteration with the config's optimizers (bigbigan_update.py; None
+  leaves the D steps' loop to the mesh's platform)."""
   return make_bigbigan_train_step(config, networks, optimizers_lib.make_optimizers(config),
-                                  mesh)
+                                  mesh, unroll_d_steps)
 
 
 def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh: Mesh

@@ -194,14 +194,15 @@ def accumulate_gradients(micro_step: Callable, state: TrainState, batch, k: int,
 
 def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networks,
                              optimizers: dict[str, optax.GradientTransformation], mesh: Mesh,
-                             unroll_d_steps: bool = False
+                             unroll_d_steps: Optional[bool] = None
                              ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
   """Builds the jitted BigBiGAN iteration for `config` (see the module docstring).
 
   The images are sharded on their batch axis (axis 1) over the mesh's `data` axis; the
-  state is replicated and donated. The D steps run under one `lax.scan`, so XLA compiles
-  the D step once whatever `d_steps` is; `unroll_d_steps` writes them out one after another
-  instead (the same computation, each step compiled anew: the tests' reference).
+  state is replicated and donated. On accelerators the D steps run under one `lax.scan`,
+  so XLA compiles the D step once whatever `d_steps` is; on CPUs (`unroll_d_steps=None`
+  decides by the mesh's devices) they are written out one after another, as
+  `unroll_d_steps=True` does anywhere: the same computation, each step compiled anew.
   """
   if config.num_classes:
     raise ConfigError(f"config.num_classes={config.num_classes}: BigBiGAN is unconditional "
@@ -223,6 +224,11 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   accumulate = functools.partial(accumulate_gradients, k=accumulation_steps, mesh=mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   ortho_weight = config.generator.ortho_weight
+  if unroll_d_steps is None:
+    # XLA:CPU runs the body of a while loop several times slower than the same ops outside
+    # one (the MNIST update: 1.58 s against 0.22 s per iteration on one core, d_steps 1;
+    # docs/benchmarks.md), which outweighs the scan's shorter compile.
+    unroll_d_steps = mesh.devices.flat[0].platform == "cpu"
 
   def draw_latents(rng: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
     """G's z and E's noise eps for a whole batch: micro-batches take their rows of these, so
