@@ -122,10 +122,10 @@ def saved_activation_bytes(config, per_device_batch: int) -> dict[str, int]:
 
 def memory_analysis(config) -> dict:
   """XLA's memory analysis of one device's update program for `config` (an accelerator's
-  program, compiled for this machine's devices, not run): bytes of the arguments (the state and the images), outputs,
-  outputs aliased to (donated) arguments, temporaries, and their total, the peak the
-  program needs: arguments + outputs - aliased + temporaries; and the activations each
-  network saves for backprop (`saved_activation_bytes`)."""
+  program, compiled for this machine's devices, not run): bytes of the arguments (the state
+  and the images), outputs, outputs aliased to (donated) arguments, temporaries, and their
+  total, the peak the program needs: arguments + outputs - aliased + temporaries; and the
+  activations each network saves for backprop (`saved_activation_bytes`)."""
   mesh = sharding.make_mesh()
   compiled, seconds = compile_update(config, mesh, accelerator_program=True)
   memory = compiled.memory_analysis()
