@@ -342,6 +342,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
+    families.validate_networks(_CONFIG.value)
     if _PIPELINE.value:
       results = pipeline_benchmark(_CONFIG.value.encoder.resolution)
     elif _MEMORY.value:

@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bigbigan import families
+from bigbigan.errors import BigBiganError
 
 
 def xla_flops(computation) -> float:
@@ -61,7 +62,13 @@ def summarise(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  json.dump(summarise(_CONFIG.value), sys.stdout, indent=2)
+  try:
+    families.validate_networks(_CONFIG.value)
+    summary = summarise(_CONFIG.value)
+  except BigBiganError as error:
+    print(f"bigbigan.summary: error: {error}", file=sys.stderr)
+    sys.exit(1)
+  json.dump(summary, sys.stdout, indent=2)
   print()
 
 

@@ -1,9 +1,12 @@
 """Every unusable config value is refused with a one-line message naming the field."""
 
+import subprocess
+import sys
+
 import pytest
 
 from bigbigan.config_files import apply_overrides, load_config
-from bigbigan.families import validate_config
+from bigbigan.families import validate_config, validate_networks
 from bigbigan.errors import ConfigError
 from conftest import REPO
 
@@ -140,3 +143,35 @@ def test_bad_bigbigan_values_are_refused(overrides, message):
   with pytest.raises(ConfigError) as error:
     validate_config(config, num_devices=8)
   assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spec", ["biggan.py", "biggan.py:tiny", "biggan.py:conditional",
+                                  "biggan.py:revnet50x4,tiny", "bigbigan_base.py:mnist",
+                                  "mixture.py", "mnist_bigan.py"])
+def test_network_configs_pass_the_network_checks(spec):
+  validate_networks(load_config(f"{REPO}/configs/{spec}"))
+
+
+@pytest.mark.parametrize("spec, overrides, message", [
+    ("biggan.py:tiny", {"encoder.resolution": 48}, "config.encoder.resolution=48: D sees E's"),
+    ("biggan.py:tiny", {"generator.ch": 0}, "config.generator.ch=0: must be a positive integer"),
+    ("biggan.py", {"encoder.depth": 34}, "config.encoder.depth=34 is unknown"),
+    ("biggan.py", {"optimizer.b2": 1.0}, "config.optimizer.b2=1.0: must be in [0, 1)"),
+    ("mnist_bigan.py", {"encoder.hidden_sizes": (0,)}, "config.encoder.hidden_sizes=(0,)"),
+])
+def test_network_checks_refuse_bad_values_without_data_fields(spec, overrides, message):
+  # configs/biggan.py has no data fields: these checks must not need them.
+  config = apply_overrides(load_config(f"{REPO}/configs/{spec}"), overrides)
+  with pytest.raises(ConfigError) as error:
+    validate_networks(config)
+  assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tool", ["bigbigan.benchmark", "bigbigan.summary"])
+def test_network_tools_refuse_a_bad_config_in_one_line(tool):
+  result = subprocess.run([sys.executable, "-m", tool, "--config=configs/biggan.py:tiny",
+                           "--config.encoder.resolution=48"], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 1 and not result.stdout
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"{tool}: error: config.encoder.resolution=48: D sees E's images")

@@ -10,6 +10,8 @@
 
 A family is a module with:
   validate_config(config, num_devices, num_processes)  ConfigError for its fields;
+  validate_networks(config)  ConfigError for the fields that shape its networks and update
+    (all that tools which build them without training data need);
   build_networks(config) -> models.networks.Networks;
   state_initializer(config, networks) -> (rng -> TrainState), pure;
   make_update(config, networks, mesh) -> the jitted (state, batch) -> (state, metrics);
@@ -57,6 +59,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   family = of(config)
   config_validation.validate_common(config)
   family.validate_config(config, num_devices, num_processes)
+
+
+def validate_networks(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError with a one-line message for the first unusable field among those
+  that shape the family's networks and update: the checks of the tools that build them
+  without training data (bigbigan.benchmark, bigbigan.summary), whose configs may hold
+  no data fields (configs/biggan.py)."""
+  of(config).validate_networks(config)
 
 
 def initial_state_for_evaluation(config: ml_collections.ConfigDict, networks, mesh,

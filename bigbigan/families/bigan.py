@@ -42,6 +42,24 @@ DATASET_FIELDS = {
 }
 
 
+def validate_networks(config: ml_collections.ConfigDict) -> None:
+  """The fields that shape the networks: what the tools that build them without training
+  (bigbigan.benchmark, bigbigan.summary) need of a config."""
+  check.choice(config, "dataset", tuple(DATA_DIMS))  # Sets the input size.
+  check.check_numbers(config, ("latent_dim",), (), (), ())
+  check.choice(config, "latent_prior", PRIORS)
+  check.choice(config, "encoder.kind", ENCODER_KINDS)
+  for network in NETWORK_NAMES:
+    sizes = check.get(config, f"{network}.hidden_sizes")
+    if (not isinstance(sizes, (tuple, list)) or not sizes or
+        not all(check.is_integer(s) and s > 0 for s in sizes)):
+      raise ConfigError(f"config.{network}.hidden_sizes={sizes!r}: must be a non-empty "
+                        "tuple of positive integers, e.g. (128, 128)")
+    check.choice(config, f"{network}.activation", mlp.ACTIVATIONS)
+  for network in ("generator", "encoder"):
+    check.choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int) -> None:
   """The fields of an MLP config (configs/mixture.py, configs/mnist_bigan.py)."""
@@ -50,12 +68,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   check.check_numbers(config, check.POSITIVE_INTEGERS + positive_integers,
                       check.NON_NEGATIVE_INTEGERS + non_negative_integers,
                       check.POSITIVE_NUMBERS + positive_numbers, tuple(check.RANGES))
-  for network in NETWORK_NAMES:
-    sizes = check.get(config, f"{network}.hidden_sizes")
-    if (not isinstance(sizes, (tuple, list)) or not sizes or
-        not all(check.is_integer(s) and s > 0 for s in sizes)):
-      raise ConfigError(f"config.{network}.hidden_sizes={sizes!r}: must be a non-empty "
-                        "tuple of positive integers, e.g. (128, 128)")
+  validate_networks(config)
 
   check.divides(config, "batch_size", num_devices, "devices")
   check.divides(config, "batch_size", num_processes, "processes")
@@ -89,14 +102,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   if conditional and config.objective == "autoencoder":
     raise ConfigError("config.conditional=True is for the adversarial objectives: set "
                       "config.objective to 'adversarial' or a latent regressor")
-  check.choice(config, "encoder.kind", ENCODER_KINDS)
   check.choice(config, "loss", losses.LOSS_KINDS)
   check.choice(config, "update_mode", UPDATE_MODES)
-  check.choice(config, "latent_prior", PRIORS)
-  for network in NETWORK_NAMES:
-    check.choice(config, f"{network}.activation", mlp.ACTIVATIONS)
-  for network in ("generator", "encoder"):
-    check.choice(config, f"{network}.output_activation", mlp.OUTPUT_ACTIVATIONS)
 
 
 def eval_metrics(config: ml_collections.ConfigDict) -> tuple[str, ...]:

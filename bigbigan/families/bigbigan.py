@@ -36,14 +36,36 @@ EVAL_METRICS = ("linear_probe", "knn", "reconstruction_labels", "fid", "is", "re
 SELECTION_SOURCES = {"knn_1_train_val_accuracy_cosine": "knn", "fid": "fid"}
 ENCODER_OUTPUTS = ("avepool_feat", "bn_crelu_feat", "z_mean")
 
-POSITIVE_INTEGERS = ("d_steps", "accumulation_steps", "eval_batch_size", "generator.ch",
-                     "discriminator.ch", "encoder.width", "encoder.base_width",
-                     "encoder.head_width", "encoder.head_depth", "encoder.resolution",
-                     "probe_epochs", "fid_samples", "report_neighbour_pool")
+# The fields that shape the networks and the update: configs/biggan.py has them too.
+NETWORK_POSITIVE_INTEGERS = ("latent_dim", "batch_size", "d_steps", "accumulation_steps",
+                             "generator.ch", "discriminator.ch", "encoder.width",
+                             "encoder.base_width", "encoder.head_width", "encoder.head_depth",
+                             "encoder.resolution")
+POSITIVE_INTEGERS = ("eval_batch_size", "probe_epochs", "fid_samples", "report_neighbour_pool")
 NON_NEGATIVE_INTEGERS = ("probe_patience", "standing_stats_batches")
 POSITIVE_NUMBERS = ("probe_learning_rate",)
 RANGES = ("optimizer.b1", "optimizer.b2", "optimizer.lr_decay_start_fraction",
           "optimizer.lr_decay_final_scale", "optimizer.weight_decay", "ema_decay")
+
+
+def validate_networks(config: ml_collections.ConfigDict) -> None:
+  """The fields that shape the networks and the update: what the tools that build them
+  without training data (bigbigan.benchmark, bigbigan.summary) need of a config."""
+  check.check_numbers(config, NETWORK_POSITIVE_INTEGERS, (), check.POSITIVE_NUMBERS, RANGES)
+  check.choice(config, "latent_prior", PRIORS)
+  check.choice(config, "batch_norm_scope", BATCH_NORM_SCOPES)
+  check.choice(config, "compute_dtype", COMPUTE_DTYPES)
+  check.choice(config, "resolution", tuple(biggan.GENERATOR_WIDTHS))
+  check.choice(config, "encoder.kind", ENCODER_KINDS)
+  if config.encoder.kind != "none":
+    check.choice(config, "encoder.backbone", encoder_lib.BACKBONES)
+    check.choice(config, "encoder.depth", tuple(resnet.STAGE_UNITS))
+    check.choice(config, "encoder.latent_bound", encoder_lib.LATENT_BOUNDS)
+    allowed = tuple(config.resolution * 2**k for k in range(3))
+    if config.encoder.resolution not in allowed:
+      raise ConfigError(f"config.encoder.resolution={config.encoder.resolution!r}: D sees E's "
+                        f"images average-pooled 2x2 down to config.resolution="
+                        f"{config.resolution}, so use one of {allowed}")
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
@@ -62,26 +84,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
                       f"{tuple(images.FRAMING)} (any of their TFDS configs; a "
                       "directory of images as 'folder:/path/to/images')")
+  validate_networks(config)
   check.check_numbers(config, check.POSITIVE_INTEGERS + POSITIVE_INTEGERS,
                       check.NON_NEGATIVE_INTEGERS + NON_NEGATIVE_INTEGERS,
                       check.POSITIVE_NUMBERS + POSITIVE_NUMBERS, RANGES)
-  check.choice(config, "latent_prior", PRIORS)
-  check.choice(config, "batch_norm_scope", BATCH_NORM_SCOPES)
-  check.choice(config, "compute_dtype", COMPUTE_DTYPES)
-  check.choice(config, "resolution", tuple(biggan.GENERATOR_WIDTHS))
+  # The networks take a class (configs/biggan.py:conditional, BigGAN); training does not.
   if config.num_classes:
     raise ConfigError(f"config.num_classes={config.num_classes!r}: BigBiGAN trains "
                       "unconditionally (a single label); set it to 0")
-  check.choice(config, "encoder.kind", ENCODER_KINDS)
-  if config.encoder.kind != "none":
-    check.choice(config, "encoder.backbone", encoder_lib.BACKBONES)
-    check.choice(config, "encoder.depth", tuple(resnet.STAGE_UNITS))
-    check.choice(config, "encoder.latent_bound", encoder_lib.LATENT_BOUNDS)
-    allowed = tuple(config.resolution * 2**k for k in range(3))
-    if config.encoder.resolution not in allowed:
-      raise ConfigError(f"config.encoder.resolution={config.encoder.resolution!r}: D sees E's "
-                        f"images average-pooled 2x2 down to config.resolution="
-                        f"{config.resolution}, so use one of {allowed}")
   if not config.eval_features or not set(config.eval_features) <= set(ENCODER_OUTPUTS):
     raise ConfigError(f"config.eval_features={config.eval_features!r}: a non-empty tuple of "
                       f"{ENCODER_OUTPUTS}")
