@@ -31,7 +31,7 @@ evaluations).
 "mnist": "tiny" with the recipe of the search in docs/benchmarks.md ("BigBiGAN on MNIST:
 the recipe search"): E at 64 pixels, D at ch 8, 4,000 iterations, EMA 0.999 from iteration
 1,000, and an evaluation every 2,000 (the linear probe, 1-NN, figures; at the end the
-labels of the reconstructions, `reconstruction_labels`); about 45 minutes on one core.
+labels of the reconstructions, `reconstruction_labels`); 46 to 48 minutes on one core.
 Three seeds, two at a time on one core each, the table against the random encoder and raw
 pixels, and the figure of accuracy against iterations, in one command:
 
@@ -217,7 +217,7 @@ def _mnist_recipe(config: ml_collections.ConfigDict) -> None:
   config.encoder.resolution = 64
   # D at ch 8 adds to E at 64 pixels; ch 16, or G at ch 8, learn less in the same time.
   config.discriminator.ch = 8
-  config.total_steps = 4_000  # About 45 minutes on one core, evaluations included.
+  config.total_steps = 4_000  # 46 to 48 minutes on one core, evaluations included.
   config.ema_decay = 0.999
   # Until step 1,000 the averages are the live weights: started at 0, a third of the EMA
   # encoder at step 1,000 would still be its random initialisation.
