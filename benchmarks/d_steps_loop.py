@@ -2,7 +2,7 @@
 against the same steps written out, step time and compile time.
 
     taskset -c 0 env XLA_FLAGS=--xla_cpu_multi_thread_eigen=false \
-        python benchmarks/d_steps_loop.py --config=configs/bigbigan_base.py:mnist \
+        python benchmarks/d_steps_loop.py --config=configs/bigbigan_base.py:tiny \
         --d_steps 1 2 [--steps=5]
 
 For each `config.d_steps`, builds the BigBiGAN update twice
@@ -49,7 +49,7 @@ def measure(config, unroll: bool, steps: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default="configs/bigbigan_base.py:mnist")
+  parser.add_argument("--config", default="configs/bigbigan_base.py:tiny")
   parser.add_argument("--d_steps", type=int, nargs="+", default=[1, 2])
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args()
