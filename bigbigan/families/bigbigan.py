@@ -84,10 +84,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     raise ConfigError(f"config.dataset={config.dataset!r} is unknown for BigBiGAN: allowed "
                       f"{tuple(images.FRAMING)} (any of their TFDS configs; a "
                       "directory of images as 'folder:/path/to/images')")
-  validate_networks(config)
+  validate_networks(config)  # With the optimiser's numbers, which the update takes.
   check.check_numbers(config, check.POSITIVE_INTEGERS + POSITIVE_INTEGERS,
-                      check.NON_NEGATIVE_INTEGERS + NON_NEGATIVE_INTEGERS,
-                      check.POSITIVE_NUMBERS + POSITIVE_NUMBERS, RANGES)
+                      check.NON_NEGATIVE_INTEGERS + NON_NEGATIVE_INTEGERS, POSITIVE_NUMBERS, ())
   # The networks take a class (configs/biggan.py:conditional, BigGAN); training does not.
   if config.num_classes:
     raise ConfigError(f"config.num_classes={config.num_classes!r}: BigBiGAN trains "
