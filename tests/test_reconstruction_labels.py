@@ -80,3 +80,32 @@ def test_agreement_compares_the_reconstructions_label_with_the_images_own(setup)
   assert metrics["reconstruction_mse"] == pytest.approx(
       np.mean((test - train[chosen]) ** 2), rel=1e-5)
   assert metrics["knn_1_accuracy_cosine_pixels"] == pytest.approx(pixel_accuracy, abs=1e-9)
+
+
+
+def test_coloured_reconstructions_get_the_label_of_their_three_channels(setup):
+  # MNIST is grey: the evaluator classifies the channels' mean, which must pick the same
+  # neighbour as the cosine over all three channels for any colouring of G's output. G tints
+  # each pixel of x differently; the tint is one whose labels differ from the untinted
+  # images' and from those of any one channel alone, so neither can stand in.
+  config, evaluator, (train, train_labels), (test, test_labels) = setup
+  side = config.resolution
+  agreement = lambda queries, reference: np.mean(
+      _nearest_labels(reference, train_labels, queries) == test_labels)
+  channels = lambda pixels: pixels.reshape(len(pixels), side * side, 3)
+  untinted = agreement(test, train)
+  for seed in range(100):
+    tint = np.random.default_rng(seed).uniform(0.0, 2.0, (1, side, side, 3))
+    tinted = (test.reshape(-1, side, side, 3) * tint).reshape(len(test), -1)
+    expected = agreement(tinted, train)
+    one_channel = [agreement(channels(tinted)[..., c], channels(train)[..., c])
+                   for c in range(3)]
+    if expected != untinted and expected not in one_channel:
+      break
+  else:
+    pytest.fail("no tint separates the three-channel classifier from the others")
+  coloured = lambda x: ((to_discriminator_resolution(x, side) + 1.0)
+                        * jax.numpy.asarray(tint, jax.numpy.float32) - 1.0)
+  metrics = evaluator.run(_predict(config, coloured), None, step=1)
+  assert metrics["reconstruction_label_agreement"] == pytest.approx(expected, abs=1e-9)
+  assert metrics["reconstruction_mse"] == pytest.approx(np.mean((tinted - test) ** 2), rel=1e-4)
