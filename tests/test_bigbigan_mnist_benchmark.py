@@ -210,7 +210,8 @@ def test_train_seeds_pins_and_reports_failures(tmp_path, capsys):
   for seed in (0, 1, 2):
     affinity, xla_flags = (tmp_path / f"seed_{seed}" / "train.log").read_text().splitlines()
     assert json.loads(affinity) in groups
-    assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS) == (len(cores) // 2 == 1)
+    # One core per run, or fewer (two runs sharing one core): single-threaded XLA.
+    assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS) == (len(cores) // 2 <= 1)
   out = capsys.readouterr().out
   assert "seed 1: finished in" in out and "exit code 1" in out
   assert "seed 1: last 20 lines of" in out
