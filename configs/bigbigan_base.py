@@ -226,8 +226,8 @@ def _mnist_recipe(config: ml_collections.ConfigDict) -> None:
   # Standing statistics over the 512 images of batch 32's 16 batches.
   config.standing_stats_batches = 32
   # An average over the last ~2,000 updates (32,000 images), started once the networks have
-  # left their initialisation: started at 0, a third of the EMA encoder at the first
-  # evaluation would still be its random initialisation.
+  # left their initialisation: started at 0, a sixth of the EMA encoder at the first
+  # evaluation (0.9995^3,600) would still be its random initialisation.
   config.ema_decay = 0.9995
   config.ema_start_step = 2_000
   config.eval_metrics = ("linear_probe", "knn", "reconstruction_labels", "reports")

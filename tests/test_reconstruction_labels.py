@@ -82,7 +82,6 @@ def test_agreement_compares_the_reconstructions_label_with_the_images_own(setup)
   assert metrics["knn_1_accuracy_cosine_pixels"] == pytest.approx(pixel_accuracy, abs=1e-9)
 
 
-
 def test_coloured_reconstructions_get_the_label_of_their_three_channels(setup):
   # MNIST is grey: the evaluator classifies the channels' mean, which must pick the same
   # neighbour as the cosine over all three channels for any colouring of G's output. G tints
