@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 WEIGHTS = "weights.msgpack"
 README = "README.md"
+# What a training run's directory holds (train.py), and a bundle does not.
+RUN_CONFIG = "config.json"
 
 
 def _canonical(fields: dict) -> bytes:
@@ -131,6 +133,13 @@ def read_bundle(path: str) -> tuple[dict, dict[str, Any]]:
   if not path.exists():
     raise BundleError(f"bundle {path} not found: pass the directory that "
                       "`python -m bigbigan.export --out=...` wrote")
+  if not path.is_dir():
+    raise BundleError(f"{path} is a file, not a bundle: pass the directory that "
+                      "`python -m bigbigan.export --out=...` wrote")
+  if not (path / MANIFEST).exists() and (path / RUN_CONFIG).exists():
+    raise BundleError(f"{path} is a training run's directory, not a bundle: export it with "
+                      f"`python -m bigbigan.export --workdir={path} --out=BUNDLE`, then pass "
+                      "BUNDLE")
   if not (path / MANIFEST).exists():
     raise BundleError(f"{path} is not a bigbigan bundle (no {MANIFEST}; an unfinished "
                       "export leaves none): export it again with python -m bigbigan.export")

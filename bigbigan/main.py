@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bigbigan import command_line
 from bigbigan import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,30 +51,16 @@ def main(argv):
 
   logging.info("JAX process %d of %d, %d devices: %s", jax.process_index(),
                jax.process_count(), jax.device_count(), jax.devices()[0].platform)
+  from bigbigan import run_directory  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)
+  if jax.process_index() == 0:
+    print(run_directory.describe_finished_run(_WORKDIR.value))
   distributed.shutdown_if_initialized()
 
 
-def _check_config_file(argv: list[str]) -> None:
-  """Exits with a one-line error if --config names a file or variant that cannot load.
-
-  absl would report it as a flag-parsing failure with the config module's traceback.
-  """
-  specs = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-  if not specs:
-    return  # absl reports the missing required flag.
-  from bigbigan.config_files import load_config  # pylint: disable=g-import-not-at-top
-  try:
-    load_config(specs[-1])
-  except (FileNotFoundError, ValueError) as error:
-    print(f"bigbigan: error: {error}", file=sys.stderr)
-    sys.exit(1)
-
-
 if __name__ == "__main__":
-  _check_config_file(sys.argv[1:])
-  app.run(main)
+  app.run(main, flags_parser=command_line.parser("bigbigan"))

@@ -111,3 +111,42 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str,
   finally:
     checkpointer.close()
   return step, state, networks
+
+
+def final_evaluation(workdir: str) -> tuple[int, dict]:
+  """The last logged step of the run in `workdir` and its merged metrics.jsonl records."""
+  path = epath.Path(workdir) / "metrics.jsonl"
+  records = [json.loads(line) for line in path.read_text().splitlines()] if (
+      path.exists()) else []
+  if not records:
+    return 0, {}
+  step = max(record["step"] for record in records)
+  merged = {}
+  for record in records:
+    if record["step"] == step and "evaluation" not in record:  # Training's own lines.
+      merged.update(record)
+  return step, merged
+
+
+def describe_finished_run(workdir: str) -> str:
+  """What a finished run measured and where its files are, for the end of `bigbigan.main`.
+
+  The metrics of the last step that have a `*_random_init` reference (the encoder's probe
+  and 1-NN, BigBiGAN's), learned beside random initialisation, and the run's files.
+  """
+  step, metrics = final_evaluation(workdir)
+  lines = [f"Finished at step {step:,}."]
+  compared = sorted(name for name in metrics if f"{name}_random_init" in metrics)
+  if compared:
+    lines.append("The EMA encoder (standing statistics) against its random initialisation:")
+    width = max(len(name) for name in compared)
+    lines.append(f"  {'metric':<{width}}  learned  random init")
+    for name in compared:
+      lines.append(f"  {name:<{width}}  {metrics[name]:7.2%}  {metrics[name + '_random_init']:7.2%}")
+  directory = epath.Path(workdir)
+  figures = sorted(p.name for p in directory.glob(f"*{step:07d}.png")) or sorted(
+      p.name for p in directory.glob(f"*_{step}.png"))
+  lines.append(f"Run files in {workdir}: config.json, metrics.jsonl, checkpoints/"
+               + "".join(f", {name}" for name in figures)
+               + f"; TensorBoard: tensorboard --logdir {workdir}")
+  return "\n".join(lines)

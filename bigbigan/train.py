@@ -49,12 +49,14 @@ from bigbigan.metric_logging import create_writer, write_evaluation
 from bigbigan.state import TrainState
 
 
-def _first_non_finite(history: Sequence[tuple[int, dict]]) -> Optional[tuple[int, str, float]]:
-  """(step, name, value) of the first non-finite metric in the step-ordered `history`."""
+def _first_non_finite(history: Sequence[tuple[int, dict]]) -> Optional[tuple[int, str]]:
+  """The first step of the step-ordered `history` with a non-finite metric, and its
+  non-finite metrics as "name=value" phrases, the losses first."""
   for step, metrics in history:
-    for name, value in metrics.items():
-      if not np.isfinite(value):
-        return step, name, float(value)
+    bad = [name for name, value in metrics.items() if not np.isfinite(value)]
+    if bad:
+      bad.sort(key=lambda name: ("loss" not in name, name))
+      return step, ", ".join(f"{name}={float(metrics[name])}" for name in bad)
   return None
 
 
@@ -104,6 +106,23 @@ def _refuse_a_forgotten_checkpoint_dir(config: ml_collections.ConfigDict, workdi
         f"config.checkpoint_dir={config.get('checkpoint_dir', '')!r} holds no checkpoint, "
         f"but this workdir's run keeps them in {earlier} (its config.json): pass "
         f"--config.checkpoint_dir={recorded!r} to resume it, or use another --workdir")
+
+
+def _make_workdir(workdir: str) -> None:
+  """Creates `workdir` (and its parents) if missing.
+
+  Raises:
+    ConfigError: it is a file, or it cannot be created (a parent is a file, no permission).
+  """
+  path = epath.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise ConfigError(f"--workdir={workdir} is a file, not a directory: pass a directory "
+                      "(a new one for a new run, or a run's own to resume it)")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise ConfigError(f"--workdir={workdir} cannot be created ({error.strerror or error}): "
+                      "pass a directory you can write to") from error
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -162,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpointing.checkpoint_directory(workdir, config.get("checkpoint_dir", ""))):
     bundle = fine_tuning.read_checked(config)
   if jax.process_index() == 0:  # The other processes write nothing to the workdir.
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    _make_workdir(workdir)
   # Listen for SIGTERM from the start; the flag is acted upon after the next step.
   sigterm = checkpointing.SigtermFlag()
   checkpointer = checkpointing.Checkpointer.for_config(workdir, config)
@@ -258,10 +277,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         history = jax.device_get(history)
         bad = _first_non_finite(history)
         if bad:
-          raise NonFiniteLossError(
-              f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; last good checkpoint: "
-              f"{checkpointer.path(last_good)} (resume from it with a lower learning rate, "
-              "or check the input data)")
+          fix = ("start again with a lower learning rate, or check the input data"
+                 if last_good is None else
+                 f"last good checkpoint: {checkpointer.path(last_good)} (resume from it "
+                 "with a lower learning rate, or check the input data)")
+          raise NonFiniteLossError(f"non-finite {bad[1]} at step {bad[0]}; {fix}")
       if log_now:
         writer.write_scalars(step, _mean_metrics(history))
         history = []

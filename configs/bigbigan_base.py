@@ -38,7 +38,7 @@ command:
 
   TFDS_DATA_DIR=/path/to/tfds python benchmarks/bigbigan_mnist.py --seeds 3 --jobs 2
 
-Measured results of both: README.md, "Results: BigBiGAN on MNIST".
+Measured results of both: docs/results.md, "BigBiGAN on MNIST".
 """
 
 import os
@@ -197,7 +197,7 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
   config.batch_size = 32
   # One D step per E/G step (a second one doubles D's cost), and E's learning rate 10x G's
   # (the paper's "↑E LR" rows): with Base's 1x the encoder's features lag far behind G on
-  # this budget (README.md, "Results: BigBiGAN on MNIST").
+  # this budget (docs/results.md, "BigBiGAN on MNIST").
   config.d_steps = 1
   config.optimizer.update(dict(generator_learning_rate=1e-4, discriminator_learning_rate=2e-4,
                                encoder_learning_rate_multiplier=10.0))

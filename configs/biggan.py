@@ -7,7 +7,7 @@ Commands (seconds on a CPU: shapes and XLA's cost analysis only, no weights allo
   python -m bigbigan.summary --config=configs/biggan.py:conditional  # BigGAN, 1,000 classes
 
 They print each network's parameter count and forward GFLOPs; the counts of every variant
-are in README.md ("Sizing the BigGAN and BigBiGAN networks"). By default: the unconditional
+are in docs/scaling.md ("Sizing the BigGAN and BigBiGAN networks"). By default: the unconditional
 ("single label") G with 120-d z; BigBiGAN's D, i.e. BigGAN's trunk F and the MLPs H(z) and
 J(F, H) of 8 layers of 2,048 units with skip connections; and the stochastic ResNet-50 v2
 encoder on 256-pixel images. With `:conditional`, G and D are BigGAN's at 128 pixels with

@@ -7,8 +7,8 @@ Command (the variant after the colon: bigan (default), ali, gan):
 
 Expected runtime (one CPU core, including compilation and 4 evaluations): about 90 s for
 bigan and ali, 60 s for gan. Measured results over 10 seeds (`python
-benchmarks/mixture_modes.py --seeds 10 --jobs 2`) and the ALI paper's: README.md, "Results:
-mode coverage on the 25-Gaussian mixture".
+benchmarks/mixture_modes.py --seeds 10 --jobs 2`) and the ALI paper's: docs/results.md, "Mode
+coverage on the 25-Gaussian mixture".
 """
 
 import ml_collections
@@ -56,13 +56,13 @@ def get_config(variant: str = "bigan") -> ml_collections.ConfigDict:
   config.joint_latent_regressor_weight = 0.25  # G's weight on JLR's regression loss.
   config.conditional = False  # Conditioning on labels needs a labelled dataset (MNIST).
   config.loss = "bigan"
-  # Alternating updates reach sharp modes sooner than simultaneous ones here (README,
-  # "Results: mode coverage").
+  # Alternating updates reach sharp modes sooner than simultaneous ones here (docs/results.md,
+  # "Mode coverage on the 25-Gaussian mixture").
   config.update_mode = "alternating"
   # The modes are 40x narrower than their spacing: D needs first-layer weights of order
   # 1/std to resolve them, and at the papers' 1e-4 to 2e-4 Adam takes far more steps to
   # grow them than a CPU-sized run has; 1e-3, decayed linearly to 1e-5 over the second
-  # half, does (the README's mixture results measure both).
+  # half, does (docs/results.md measures both).
   config.optimizer = ml_collections.ConfigDict(dict(
       generator_learning_rate=1e-3, discriminator_learning_rate=1e-3,
       encoder_learning_rate_multiplier=1.0, b1=0.5, b2=0.999, weight_decay=0.0,

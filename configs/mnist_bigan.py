@@ -1,7 +1,7 @@
 """BiGAN on permutation-invariant MNIST (BiGAN paper, appendix C.1), its Table 1 baselines
 and a conditional BiGAN.
 
-Commands (MNIST must be prepared for TFDS; see README.md):
+Commands (MNIST must be prepared for TFDS; see docs/data.md):
 
   python -m bigbigan.main --config=configs/mnist_bigan.py:fast --workdir=/tmp/mnist_fast
   python -m bigbigan.main --config=configs/mnist_bigan.py --workdir=/tmp/mnist_paper
@@ -34,7 +34,7 @@ Schedules and expected runtimes on a 2-core CPU:
   model.
 - "smoke": 2 epochs of the paper's schedule with an evaluation after each (6 minutes).
 
-Measured results: README.md ("Results: BiGAN's Table 1 on permutation-invariant MNIST", with
+Measured results: docs/results.md ("BiGAN's Table 1 on permutation-invariant MNIST", with
 the paper's figures beside them) and docs/benchmarks.md ("MNIST BiGAN recipe search").
 """
 

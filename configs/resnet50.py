@@ -11,8 +11,8 @@ launch/README.md ("Expected costs"); `python -m bigbigan.benchmark
 figures: linear probe 53.7% top-1 on train_val (Table 1), 55.4% (avepool) / 56.6%
 (BN+CReLU) on ImageNet validation (Table 2); IS 23.3, FID 28.5 (Table 1).
 
-The paper's measures at the end (Table 1: train_val, Table 2: validation; see README.md,
-"Evaluating BigBiGAN"):
+The paper's measures at the end (Table 1: train_val, Table 2: validation; see
+docs/evaluation.md):
 
   python -m bigbigan.evaluate --workdir=gs://bucket/resnet50 \
       --metrics=linear_probe,knn,fid,is,reports \

@@ -15,8 +15,8 @@ launch/README.md ("Expected costs"); `python -m bigbigan.benchmark
 figures: linear probe 60.2% top-1 on train_val (Table 1), 60.8% (avepool) / 61.3%
 (BN+CReLU) on ImageNet validation (Table 2); IS 23.1, FID 28.5 (Table 1).
 
-The paper's measures at the end (Table 1: train_val, Table 2: validation; see README.md,
-"Evaluating BigBiGAN"):
+The paper's measures at the end (Table 1: train_val, Table 2: validation; see
+docs/evaluation.md):
 
   python -m bigbigan.evaluate --workdir=gs://bucket/revnet4x \
       --metrics=linear_probe,knn,fid,is,reports \
