@@ -146,7 +146,8 @@ def describe_finished_run(workdir: str) -> str:
   directory = epath.Path(workdir)
   figures = sorted(p.name for p in directory.glob(f"*{step:07d}.png")) or sorted(
       p.name for p in directory.glob(f"*_{step}.png"))
-  lines.append(f"Run files in {workdir}: config.json, metrics.jsonl, checkpoints/"
+  checkpoints = load_run_config(workdir).get("checkpoint_dir", "") or "checkpoints/"
+  lines.append(f"Run files in {workdir}: config.json, metrics.jsonl, {checkpoints}"
                + "".join(f", {name}" for name in figures)
                + f"; TensorBoard: tensorboard --logdir {workdir}")
   return "\n".join(lines)

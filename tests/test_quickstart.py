@@ -1,0 +1,55 @@
+"""The README's first command, `python -m bigbigan.main --config=configs/quickstart.py`, end to
+end on the MNIST sample that ships in the package: fewer steps, the same code path."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from bigbigan.config_files import load_config
+from bigbigan.data import samples
+from conftest import REPO
+
+
+def test_the_shipped_sample_is_a_prepared_mnist():
+  builder = tfds.builder(samples.MNIST_SAMPLE_DATASET, data_dir=samples.MNIST_SAMPLE_DIR)
+  assert builder.is_prepared()
+  assert {name: split.num_examples for name, split in builder.info.splits.items()} == {
+      "train": 6000, "test": 1000}
+  labels = [int(e["label"]) for e in tfds.as_numpy(builder.as_dataset(split="test"))]
+  assert sorted(set(labels)) == list(range(10)) and len(labels) == 1000
+  config = load_config(str(REPO / "configs" / "quickstart.py"))
+  assert (config.dataset, config.data_dir) == (samples.MNIST_SAMPLE_DATASET,
+                                               samples.MNIST_SAMPLE_DIR)
+
+
+@pytest.mark.slow  # Compiles and trains BigBiGAN, then the evaluation: about a minute.
+def test_quickstart_trains_evaluates_and_says_where_its_files_are(tmp_path):
+  workdir = tmp_path / "quickstart"
+  steps = 8
+  overrides = {"total_steps": steps, "eval_every_steps": steps,
+               "checkpoint_every_steps": steps, "log_every_steps": 4, "ema_start_step": 4,
+               "probe_epochs": 2, "standing_stats_batches": 2}
+  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  result = subprocess.run(
+      [sys.executable, "-m", "bigbigan.main", "--config=configs/quickstart.py",
+       f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  final = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  final = {k: v for record in final if record["step"] == steps for k, v in record.items()}
+  report = result.stdout.splitlines()
+  assert report[0] == f"Finished at step {steps}."
+  for metric in ("knn_1_accuracy_cosine", "linear_accuracy"):
+    # The printed table is the run's own final evaluation, learned beside random init.
+    row = next(line.split() for line in report if line.strip().startswith(metric + " "))
+    assert row == [metric, f"{final[metric]:.2%}", f"{final[metric + '_random_init']:.2%}"]
+  figure = f"reconstructions_{steps:07d}.png"
+  assert (workdir / figure).exists()
+  assert report[-1].startswith(f"Run files in {workdir}: config.json, metrics.jsonl, "
+                               "checkpoints/") and figure in report[-1]
+  assert (workdir / "checkpoints" / str(steps)).is_dir()
