@@ -45,7 +45,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import families, sharding
+from bigbigan import command_line, families, sharding
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.families.bigbigan_update import (IMAGE_BATCH_AXIS, MUTABLE, image_sharding,
                                                network_variables)
@@ -366,4 +366,4 @@ if __name__ == "__main__":
   _MEMORY = flags.DEFINE_bool("memory", False, "Print XLA's memory analysis of the update "
                               "compiled for config.batch_size, without running it.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=command_line.parser("bigbigan.benchmark"))

@@ -33,7 +33,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from bigbigan import distributed, families, metric_logging, run_directory, sharding
+from bigbigan import command_line, distributed, families, metric_logging, run_directory, sharding
 from bigbigan.data import pipeline
 from bigbigan.data.splits import validate_splits
 from bigbigan.errors import BigBiganError, ConfigError
@@ -184,15 +184,16 @@ def main(argv):
   pipeline.hide_accelerators_from_tensorflow()
   distributed.initialize_if_requested()
   try:
-    config = run_directory.load_run_config(_WORKDIR.value)
-    if _INCEPTION_WEIGHTS.value is not None:
-      config.inception_weights = _INCEPTION_WEIGHTS.value
-    if _TRUNCATIONS.value is not None:
-      config.fid_truncations = parse_truncations(_TRUNCATIONS.value)
-    if _DATA_DIR.value is not None:
-      config.data_dir = _DATA_DIR.value
-    step, results, errors = evaluate_checkpoint(
-        config, _WORKDIR.value, run_directory.parse_step(_STEP.value), _METRICS.value)
+    with distributed.supervised():  # Every process leaves together, or stops together.
+      config = run_directory.load_run_config(_WORKDIR.value)
+      if _INCEPTION_WEIGHTS.value is not None:
+        config.inception_weights = _INCEPTION_WEIGHTS.value
+      if _TRUNCATIONS.value is not None:
+        config.fid_truncations = parse_truncations(_TRUNCATIONS.value)
+      if _DATA_DIR.value is not None:
+        config.data_dir = _DATA_DIR.value
+      step, results, errors = evaluate_checkpoint(
+          config, _WORKDIR.value, run_directory.parse_step(_STEP.value), _METRICS.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)
@@ -204,10 +205,9 @@ def main(argv):
       print(f"\nTruncation sweep (step {step})\n{sweep}")
   for metric, reason in errors.items():
     print(f"bigbigan: error: {metric} not computed: {reason}", file=sys.stderr)
-  distributed.shutdown_if_initialized()
   if errors:
     sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=command_line.parser("bigbigan"))

@@ -24,7 +24,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from bigbigan import __version__, bundle, run_directory, sharding
+from bigbigan import __version__, bundle, command_line, run_directory, sharding
 from bigbigan.errors import BigBiganError, ConfigError
 
 # The family whose runs bundles hold (families/bigbigan.py).
@@ -147,4 +147,4 @@ if __name__ == "__main__":
       "with_discriminator", False, "Include D (for `discriminate`; about doubles the size).")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing bundle at --out.")
   flags.mark_flags_as_required(["workdir", "out"])
-  app.run(main)
+  app.run(main, flags_parser=command_line.parser("bigbigan"))

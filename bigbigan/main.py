@@ -53,13 +53,13 @@ def main(argv):
                jax.process_count(), jax.device_count(), jax.devices()[0].platform)
   from bigbigan import run_directory  # pylint: disable=g-import-not-at-top
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    with distributed.supervised():  # Every process leaves together, or stops together.
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except BigBiganError as error:
     print(f"bigbigan: error: {error}", file=sys.stderr)
     sys.exit(1)
   if jax.process_index() == 0:
     print(run_directory.describe_finished_run(_WORKDIR.value))
-  distributed.shutdown_if_initialized()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import families
+from bigbigan import command_line, families
 from bigbigan.errors import BigBiganError
 
 
@@ -76,4 +76,4 @@ if __name__ == "__main__":
   # Defined here, not on import: the library functions are importable beside other tools.
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=command_line.parser("bigbigan.summary"))

@@ -123,6 +123,11 @@ def fixed_image_batches(config, start_step: int, process_index: int = 0,
     step += 1
 
 
+# How long a silent peer may stand still before the job stops (bigbigan.distributed); a
+# starved process still beats from its watch thread.
+PEER_TIMEOUT_SECONDS = 60
+
+
 def _train_in_subprocess(argv: list[str]) -> None:
   """`python tests/mnist_mock.py MODEL METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT
   [TOTAL_STEPS START_STEP]`.
@@ -135,8 +140,11 @@ def _train_in_subprocess(argv: list[str]) -> None:
   model, metadata_dir, workdir, process_id, num_processes, port, *steps = argv
   import jax  # pylint: disable=g-import-not-at-top
   jax.distributed.initialize(f"localhost:{port}", int(num_processes), int(process_id))
-  from bigbigan import train  # pylint: disable=g-import-not-at-top
-  with tfds.testing.mock_data(data_dir=metadata_dir, as_dataset_fn=mock_as_dataset):
+  from bigbigan import distributed, train  # pylint: disable=g-import-not-at-top
+  # As bigbigan.main runs a job: every process leaves together through JAX's shutdown
+  # barrier, or all stop within the peer timeout when one fails or dies.
+  with distributed.supervised(peer_timeout_seconds=PEER_TIMEOUT_SECONDS), \
+      tfds.testing.mock_data(data_dir=metadata_dir, as_dataset_fn=mock_as_dataset):
     # No probe: its L-BFGS over gloo collectives takes minutes on a 2-core machine.
     if model == "bigan":
       train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
