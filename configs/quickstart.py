@@ -33,11 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.probe_train_split = config.knn_train_split = "train[1000:]"
   config.probe_train_val_split = "train[:1000]"
   config.eval_split = "test"
-  config.total_steps = 1_000
+  config.total_steps = 800
   # An average over the last ~200 updates, started once the networks have left their
   # initialisation (before that the EMA would mostly be the random encoder).
   config.ema_decay = 0.995
-  config.ema_start_step = 300
+  config.ema_start_step = 250
   config.standing_stats_batches = 8
   # One evaluation, at the end: the probe, 1-NN and the figures.
   config.eval_metrics = ("linear_probe", "knn", "reports")
