@@ -29,6 +29,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
 
 
+def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument
+  """`-n auto`: a worker per core this process may run on (`taskset` respected), where
+  xdist would count the machine's physical cores."""
+  return len(os.sched_getaffinity(0))
+
+
 def load_script(name: str):
   """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
   spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
