@@ -29,6 +29,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
 
 
+def pytest_collection_modifyitems(items):
+  """The slow tests first (in their files' order), then the rest: the workers share out the
+  long ones early and end on short ones, rather than one worker finishing a long test
+  alone."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument
   """`-n auto`: a worker per core this process may run on (`taskset` respected), where
   xdist would count the machine's physical cores."""

@@ -120,3 +120,14 @@ def test_a_non_finite_loss_is_one_line_naming_the_step_and_the_loss(tmp_path):
   assert error.endswith("start again with a lower learning rate, or check the input data")
   # Nothing non-finite reached a checkpoint.
   assert not any((workdir / "checkpoints").iterdir())
+
+
+def test_loading_a_run_directory_says_how_to_export_it(tmp_path):
+  import bigbigan  # pylint: disable=g-import-not-at-top
+  from bigbigan.errors import BundleError  # pylint: disable=g-import-not-at-top
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(BundleError) as error:
+    bigbigan.load(str(tmp_path))
+  assert str(error.value) == (
+      f"{tmp_path} is a training run's directory, not a bundle: export it with "
+      f"`python -m bigbigan.export --workdir={tmp_path} --out=BUNDLE`, then pass BUNDLE")
