@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
 
 import mnist_mock  # pylint: disable=wrong-import-position
 from bigbigan.config_files import apply_overrides, load_config  # pylint: disable=wrong-import-position
@@ -93,8 +92,7 @@ def metadata_dir(tmp_path_factory):
 @pytest.fixture
 def mock_mnist(metadata_dir):
   """TFDS serves the small MNIST of tests/mnist_mock.py; yields its data_dir."""
-  with tfds.testing.mock_data(data_dir=str(metadata_dir),
-                              as_dataset_fn=mnist_mock.mock_as_dataset):
+  with mnist_mock.mock_data(metadata_dir):
     yield str(metadata_dir)
 
 

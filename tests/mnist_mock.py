@@ -7,12 +7,15 @@ distinct random image per example: an example is identified by its image. The fi
 `metadata_dir` and `mock_mnist` (tests/conftest.py) put it in place.
 """
 
+import contextlib
 import pathlib
 import re
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.testing import mocking as tfds_mocking
 
 from bigbigan.config_files import apply_overrides, load_config
 
@@ -128,6 +131,35 @@ def fixed_image_batches(config, start_step: int, process_index: int = 0,
 PEER_TIMEOUT_SECONDS = 60
 
 
+class _NoFileSystemMock:
+  """Stands in for TFDS's MockFs: `tfds.testing.mock_data` opens one around every mocked
+  `builder.as_dataset`, and MockFs sends every file operation of the process, in every
+  thread, into a temporary directory while it is open. An asynchronous orbax save still
+  writing when the trainer builds its next dataset (the standing statistics' stream, an
+  evaluation split) then writes to, or looks for, `/tmp/tmpXXXX/<its path>` and fails with
+  "No such file or directory". The mock's metadata directory exists, so nothing needs the
+  redirection."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    return False
+
+  def add_file(self, path, content=None):  # pylint: disable=unused-argument
+    pass
+
+
+@contextlib.contextmanager
+def mock_data(data_dir: str, as_dataset_fn=None):
+  """`tfds.testing.mock_data` serving this module's small MNIST (or `as_dataset_fn`'s
+  examples) from the metadata in `data_dir`, without TFDS's file-system redirection."""
+  with tfds.testing.mock_data(data_dir=str(data_dir),
+                              as_dataset_fn=as_dataset_fn or mock_as_dataset), \
+      mock.patch.object(tfds_mocking.test_utils, "MockFs", _NoFileSystemMock):
+    yield
+
+
 def _train_in_subprocess(argv: list[str]) -> None:
   """`python tests/mnist_mock.py MODEL METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT
   [TOTAL_STEPS START_STEP]`.
@@ -144,7 +176,7 @@ def _train_in_subprocess(argv: list[str]) -> None:
   # As bigbigan.main runs a job: every process leaves together through JAX's shutdown
   # barrier, or all stop within the peer timeout when one fails or dies.
   with distributed.supervised(peer_timeout_seconds=PEER_TIMEOUT_SECONDS), \
-      tfds.testing.mock_data(data_dir=metadata_dir, as_dataset_fn=mock_as_dataset):
+      mock_data(metadata_dir):
     # No probe: its L-BFGS over gloo collectives takes minutes on a 2-core machine.
     if model == "bigan":
       train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import flags
 
 import bigbigan
@@ -145,8 +144,7 @@ def test_random_init_reference_is_the_initial_encoders(metadata_dir, tmp_path):
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), eval_metrics=("knn",))
   mesh = sharding.make_mesh()
   networks = bigbigan_family.build_networks(config)
-  with tfds.testing.mock_data(data_dir=str(metadata_dir),
-                              as_dataset_fn=_class_template_as_dataset):
+  with mnist_mock.mock_data(metadata_dir, as_dataset_fn=_class_template_as_dataset):
     data = bigbigan_family.make_data(config, mesh)
     for_inference = data.make_inference_state_fn(networks)
     initial = jax.jit(bigbigan_family.state_initializer(config, networks),
@@ -197,8 +195,7 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
 
   config = tiny_bigbigan_config(data_dir=str(metadata_dir), total_steps=3,
                                 eval_metrics=())
-  with tfds.testing.mock_data(data_dir=str(metadata_dir),
-                              as_dataset_fn=mnist_mock.mock_as_dataset):
+  with mnist_mock.mock_data(metadata_dir):
     train.train_and_evaluate(config, str(tmp_path / "single"), devices=jax.devices()[:4],
                              train_batches=fixed_image_batches(config, 0))
   multi, single = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
