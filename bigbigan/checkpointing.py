@@ -68,18 +68,13 @@ SELECTION_MODES = ("max", "min")
 
 def _options(keep: int, selection_metric: str, selection_mode: str
              ) -> ocp.CheckpointManagerOptions:
-  # Each save's temporary directory is made by process 0 before any process writes, behind
-  # orbax's barriers. Made asynchronously (orbax's default), the other processes write into
-  # it once a signal says it exists, a window that a starved process 0 stretches.
-  made_first = ocp.AsyncOptions(create_directories_asynchronously=False)
   if not selection_metric:
-    return ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                        async_options=made_first)
+    return ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   if selection_mode not in SELECTION_MODES:
     raise ValueError(f"selection_mode {selection_mode!r}: allowed {SELECTION_MODES}")
   metric = lambda metrics: metrics[selection_metric]  # noqa: E731
   return ocp.CheckpointManagerOptions(
-      create=True, async_options=made_first,
+      create=True,
       # best_fn makes orbax write each save's metrics and rank checkpoints by them.
       best_fn=metric, best_mode=selection_mode,
       preservation_policy=checkpoint_managers.AnyPreservationPolicy([
