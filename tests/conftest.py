@@ -29,8 +29,8 @@ assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported
 
 
 def pytest_collection_modifyitems(items):
-  """The slow tests first (in their files' order), then the rest: the workers share out the
-  long ones early and end on short ones, rather than one worker finishing a long test
+  """The slow tests first (in their files' order), then the rest: the workers take the files
+  with long tests early and end on short ones, rather than one finishing a long file
   alone."""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
