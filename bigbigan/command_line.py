@@ -9,9 +9,15 @@ point hands `parser(program)` to `absl.app.run` instead, which prints one line
 - a `--config.FIELD` (or `--config.A.B`) that the config does not have, with the closest
   field names ("did you mean");
 - any other flag absl cannot parse (an unknown flag, a value of the wrong type).
+
+It also lets a field named by a Python keyword be set as any other,
+`--config.eval_every_steps_per_metric.is=50000` (the Inception Score's cadence): ml_collections
+reads an override's path as a Python expression, where `.is` is a syntax error and `['is']`
+is not, so such a part is handed to it in that form.
 """
 
 import difflib
+import keyword
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -74,6 +80,23 @@ def config_problem(argv: Sequence[str]) -> Optional[str]:
   return None
 
 
+def subscript_keyword_fields(argv: Sequence[str]) -> list[str]:
+  """`argv` with each `--config.A.B=V` whose part B is a Python keyword as `--config.A['B']=V`,
+  the path ml_collections can parse; every other argument unchanged."""
+  prefix = CONFIG_FLAG + "."
+  rewritten = []
+  for arg in argv:
+    if arg.startswith(prefix):
+      name, equals, value = arg[len(prefix):].partition("=")
+      parts = name.split(".")
+      if any(keyword.iskeyword(part) for part in parts):
+        path = parts[0] + "".join(f"[{part!r}]" if keyword.iskeyword(part) else f".{part}"
+                                  for part in parts[1:])
+        arg = f"{prefix}{path}{equals}{value}"
+    rewritten.append(arg)
+  return rewritten
+
+
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   return (text.splitlines() or [type(error).__name__])[0]
@@ -85,6 +108,8 @@ def parser(program: str) -> Callable[[list[str]], list[str]]:
   def parse(argv: list[str]) -> list[str]:
     problem = config_problem(argv[1:])
     if problem is None:
+      argv = subscript_keyword_fields(argv)
+      sys.argv = argv  # ml_collections reads the overrides from sys.argv.
       try:
         return flags.FLAGS(argv)
       except (flags.Error, AttributeError, TypeError, ValueError) as error:

@@ -25,6 +25,9 @@ from bigbigan import distributed
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, figures.")
+_ALLOW_CPU = flags.DEFINE_bool(
+    "allow_cpu", False, "Run a full-size config (ImageNet resolution, a ResNet-50 or RevNet "
+    "encoder) even where JAX has only the CPU; without it such a run is refused.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,8 +54,10 @@ def main(argv):
 
   logging.info("JAX process %d of %d, %d devices: %s", jax.process_index(),
                jax.process_count(), jax.device_count(), jax.devices()[0].platform)
-  from bigbigan import run_directory  # pylint: disable=g-import-not-at-top
+  from bigbigan import platform_check, run_directory  # pylint: disable=g-import-not-at-top
   try:
+    if not _ALLOW_CPU.value:
+      platform_check.refuse_full_size_on_cpu(_CONFIG.value, jax.default_backend())
     with distributed.supervised():  # Every process leaves together, or stops together.
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except BigBiganError as error:

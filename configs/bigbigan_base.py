@@ -94,7 +94,7 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # your own photos: "folder:/path/to/images" (bigbigan/data/folder.py: splits "train" and
   # "validation", labels from class subfolders), with the split fields below fitted to it.
   config.dataset = "imagenet2012"
-  config.data_dir = None  # None: TFDS's default, or $TFDS_DATA_DIR.
+  config.data_dir = ""  # "": TFDS's default, or $TFDS_DATA_DIR.
   config.train_split = "train"
   config.seed = 0
   config.total_steps = 500_000

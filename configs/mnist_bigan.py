@@ -66,7 +66,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.dataset = "mnist"
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR.
+  config.data_dir = ""  # "": TFDS's default, or $TFDS_DATA_DIR.
   config.train_split = "train"
   config.eval_split = "test"
   # An int draws a fixed pixel permutation (the result must not change); None: no permutation.

@@ -6,29 +6,39 @@
 #
 #   launch/tpu_pod.sh --name bigbigan --zone us-central2-b --accelerator v4-128 \
 #       --config configs/revnet4x.py --workdir gs://BUCKET/runs/revnet4x \
-#       [--tfds_data_dir gs://BUCKET/tfds] [--dry-run] [STEP...]
+#       [--tfds_data_dir gs://BUCKET/tfds] [--version RUNTIME] [--python 3.12] [--dry-run] \
+#       [STEP...] [--config.FIELD=VALUE ...]
 #
 # STEPs: create, install, run (all three by default), delete. --dry-run prints the commands.
+# Every --config.FIELD=VALUE is passed to bigbigan.main on every worker unchanged.
 set -euo pipefail
+source "$(dirname "$0")/quote.sh"
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 NAME="" ZONE="" ACCELERATOR="" CONFIG="" WORKDIR="" DATA_DIR="" DRY_RUN=0
+# The runtime for v4 and earlier; v5e: v2-alpha-tpuv5-lite, v5p: v2-alpha-tpuv5, v6e:
+# v2-alpha-tpuv6e. Their system Python is 3.10, older than bigbigan's (3.11+): the install
+# makes a virtual environment from a Python that uv fetches, whatever the image has.
 VERSION="tpu-ubuntu2204-base"
-STEPS=()
+PYTHON="3.12"
+STEPS=() OVERRIDES=()
 while (($#)); do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
     --zone) ZONE="$2"; shift 2 ;;
     --accelerator) ACCELERATOR="$2"; shift 2 ;;
     --version) VERSION="$2"; shift 2 ;;
+    --python) PYTHON="$2"; shift 2 ;;
     --config) CONFIG="$2"; shift 2 ;;
     --workdir) WORKDIR="$2"; shift 2 ;;
     --tfds_data_dir) DATA_DIR="$2"; shift 2 ;;
+    --config.*=*) OVERRIDES+=("$1"); shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage 0 ;;
     create|install|run|delete) STEPS+=("$1"); shift ;;
-    *) echo "tpu_pod.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    *) echo "tpu_pod.sh: unknown argument '$1' (see --help; overrides are --config.FIELD=VALUE)" >&2
+       exit 2 ;;
   esac
 done
 ((${#STEPS[@]})) || STEPS=(create install run)
@@ -36,13 +46,10 @@ for required in NAME ZONE; do
   [[ -n "${!required}" ]] || { echo "tpu_pod.sh: --${required,,} is required" >&2; exit 2; }
 done
 
-# Prints the command (arguments with spaces or shell characters in single quotes); runs it
-# unless --dry-run.
+# Prints the command, each argument quoted as the shell would need it; runs it unless --dry-run.
 do_cmd() {
   local shown=() arg
-  for arg in "$@"; do
-    if [[ "$arg" =~ [^A-Za-z0-9_./:=@%+,-] ]]; then shown+=("'${arg//\'/\'\\\'\'}'"); else shown+=("$arg"); fi
-  done
+  for arg in "$@"; do shown+=("$(quote "$arg")"); done
   echo "${shown[*]}"
   ((DRY_RUN)) || "$@"
 }
@@ -51,6 +58,13 @@ ssh_all() {
   do_cmd gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$1"
 }
 
+REPO="$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)"
+ARCHIVE="${TMPDIR:-/tmp}/bigbigan-$NAME.tar.gz"
+# On each worker: the project's files in ~/bigbigan (replaced whole at each install, so a
+# second install gives the same tree) and its environment in ~/bigbigan-venv (kept, so a
+# second install only updates it).
+REMOTE_TREE="bigbigan" REMOTE_VENV="bigbigan-venv"
+
 for step in "${STEPS[@]}"; do
   case "$step" in
     create)
@@ -58,15 +72,33 @@ for step in "${STEPS[@]}"; do
       do_cmd gcloud compute tpus tpu-vm create "$NAME" --zone "$ZONE" \
         --accelerator-type "$ACCELERATOR" --version "$VERSION" ;;
     install)
-      # This checkout, not a remote branch: what runs is what was tested here.
-      do_cmd gcloud compute tpus tpu-vm scp --recurse --zone "$ZONE" --worker=all \
-        "$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)" "$NAME":bigbigan
-      ssh_all "pip install -q -e ./bigbigan 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html" ;;
+      # The committed tree of this checkout, tracked files only (no .venv, .git or
+      # workdirs): what runs is what was tested here.
+      if [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]]; then
+        echo "tpu_pod.sh: warning: uncommitted changes are not installed (HEAD is)" >&2
+      fi
+      do_cmd git -C "$REPO" archive --format=tar.gz --output="$ARCHIVE" HEAD
+      do_cmd gcloud compute tpus tpu-vm scp --zone "$ZONE" --worker=all "$ARCHIVE" \
+        "$NAME":bigbigan.tar.gz
+      ssh_all "cd ~ && rm -rf $REMOTE_TREE && mkdir $REMOTE_TREE \
+&& tar -xzf bigbigan.tar.gz -C $REMOTE_TREE && rm bigbigan.tar.gz"
+      # A Python that uv downloads (the image's 3.10 is older than bigbigan's 3.11+), in a
+      # virtual environment that a second install reuses.
+      ssh_all "cd ~ && python3 -m pip install -q --user --upgrade uv \
+&& ~/.local/bin/uv venv -q --allow-existing --python $PYTHON $REMOTE_VENV \
+&& ~/.local/bin/uv pip install -q --python $REMOTE_VENV/bin/python \
+-e './$REMOTE_TREE[train]' 'jax[tpu]' \
+&& $REMOTE_VENV/bin/python -c 'import jax; print(jax.process_index(), jax.devices())'" ;;
     run)
       [[ -n "$CONFIG" && -n "$WORKDIR" ]] || {
         echo "tpu_pod.sh: run needs --config and --workdir (gs://... so every host sees it)" >&2
         exit 2; }
-      ssh_all "cd bigbigan && ${DATA_DIR:+TFDS_DATA_DIR=$DATA_DIR }python -m bigbigan.main --config=$CONFIG --workdir=$WORKDIR --distributed" ;;
+      command="cd ~/$REMOTE_TREE && "
+      [[ -z "$DATA_DIR" ]] || command+="TFDS_DATA_DIR=$(quote "$DATA_DIR") "
+      command+="~/$REMOTE_VENV/bin/python -m bigbigan.main --config=$(quote "$CONFIG")"
+      command+=" --workdir=$(quote "$WORKDIR") --distributed"
+      for override in "${OVERRIDES[@]}"; do command+=" $(quote "$override")"; done
+      ssh_all "$command" ;;
     delete)
       do_cmd gcloud compute tpus tpu-vm delete "$NAME" --zone "$ZONE" --quiet ;;
   esac

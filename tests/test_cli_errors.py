@@ -100,6 +100,22 @@ def test_a_run_directory_passed_as_a_bundle_is_one_line(tmp_path):
   assert not workdir.exists() and _digest(run) == before
 
 
+@pytest.mark.slow  # As above, ~10 s.
+def test_a_full_size_config_on_cpu_jax_is_one_line_unless_allowed(tmp_path):
+  workdir = tmp_path / "run"
+  error = _the_error(_main("--config=configs/revnet4x.py", f"--workdir={workdir}"))
+  assert error == (
+      "bigbigan: error: a full-size config (G at 128 pixels, E at 256 pixels, a depth-50 "
+      "encoder) and JAX runs on the CPU only: install JAX for the GPU (pip install -U "
+      "\"jax[cuda12]\") or TPU (pip install -U \"jax[tpu]\"), see the README's Install, or "
+      "pass --allow_cpu to run it on the CPU")
+  assert not workdir.exists()
+  # --allow_cpu passes the check: the run goes on to look for ImageNet, which is not here.
+  allowed = _the_error(_main("--config=configs/revnet4x.py", f"--workdir={workdir}",
+                             "--allow_cpu", f"--config.data_dir={tmp_path / 'tfds'}"))
+  assert "imagenet2012" in allowed and "full-size" not in allowed
+
+
 @pytest.mark.slow  # Trains the mixture for a step: ~25 s.
 def test_a_non_finite_loss_is_one_line_naming_the_step_and_the_loss(tmp_path):
   # Adam's steps are about the learning rate whatever the gradient: at 1e30 the first update

@@ -211,12 +211,12 @@ def _main(workdir, metadata_dir, init_from, overrides):
             "discriminator.joint_width": 32,
             # Splits of the mock's 20 training images.
             "probe_train_split": "train[8:]", "knn_train_split": "train[8:]",
-            "probe_train_val_split": "train[:8]", **overrides}
+            "probe_train_val_split": "train[:8]",
+            # The mock's metadata, where TFDS looks.
+            "data_dir": metadata_dir, **overrides}
   command = [sys.executable, "-m", "bigbigan.main", "--config=configs/bigbigan_base.py:tiny",
              f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in fields.items())]
-  # One CPU device, as a user's laptop has; the mock's metadata where TFDS looks (the
-  # config's data_dir, None, cannot be overridden on the command line).
-  env = {**os.environ, "XLA_FLAGS": "", "TFDS_DATA_DIR": str(metadata_dir)}
+  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
   return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=600)
 

@@ -79,8 +79,8 @@ def prepared_builder(dataset: str, data_dir: str | None = None
   Args:
     dataset: a TFDS name, e.g. "mnist" or "mnist:3.0.1"; or "folder:PATH" for a directory
       of images (data/folder.py), whose `FolderDataset` reads as a builder does.
-    data_dir: where prepared datasets are; None for TFDS's default (`TFDS_DATA_DIR` if set,
-      else ~/tensorflow_datasets). Unused for a folder.
+    data_dir: where prepared datasets are; None or "" for TFDS's default (`TFDS_DATA_DIR`
+      if set, else ~/tensorflow_datasets). Unused for a folder.
 
   Returns:
     The builder, whose `info.splits` holds the split sizes.
@@ -93,7 +93,8 @@ def prepared_builder(dataset: str, data_dir: str | None = None
   if folder.is_folder(dataset):
     return folder.open_folder(dataset)
   try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    # "" (a config's default) and None alike: TFDS's default, or $TFDS_DATA_DIR.
+    builder = tfds.builder(dataset, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as error:
     where = data_dir or tfds.core.constants.get_default_data_dir()
     # TFDS's message runs over several lines (close matches, search paths); keep the first.
