@@ -203,6 +203,24 @@ def test_orthogonal_regularisation_equals_numpy():
   assert float(losses.orthogonal_regularisation({"kernel": jnp.asarray(q)})) < 1e-10
 
 
+@pytest.mark.parametrize("shape", [(20, 700), (700, 20), (12, 12), (3, 4)])
+def test_the_off_diagonal_gram_energy_is_the_direct_formula_from_the_smaller_gram(shape):
+  w = np.random.default_rng(1).normal(size=shape)
+  gram = w.T @ w
+  off_diagonal = gram * (1 - np.eye(len(gram)))
+  with jax.enable_x64(True):
+    value, gradient = jax.value_and_grad(losses.off_diagonal_gram_energy)(jnp.asarray(w))
+    # The largest matrix product it forms is the smaller side's square.
+    jaxpr = jax.make_jaxpr(jax.grad(losses.off_diagonal_gram_energy))(jnp.asarray(w))
+  assert value.dtype == jnp.float64
+  np.testing.assert_allclose(value, np.sum(off_diagonal ** 2), rtol=1e-12)
+  np.testing.assert_allclose(gradient, 4 * w @ off_diagonal, rtol=1e-11, atol=1e-11)
+  small = min(shape)
+  products = [v.aval.shape for e in jaxpr.eqns if e.primitive.name == "dot_general"
+              for v in e.outvars]
+  assert products and all(np.prod(s) <= max(small * small, np.prod(shape)) for s in products)
+
+
 def _params_at(step):
   """G's and E's params after `step` updates: each leaf on its own linear schedule."""
   return {"generator": {"w": np.array([1.0, -2.0, 0.5]) + step * np.array([0.3, 0.1, -0.2])},

@@ -34,7 +34,8 @@ What is checked, per command:
    script: its options (per subcommand for add_subparsers) and -h/--help; names must be
    spelt out (argparse would accept an abbreviation, the docs should not use one). A
    launch script's flags are the patterns of its `case "$1" in` arms (`shift 2`: takes a
-   value), and a lowercase positional word must be one of its non-flag patterns (a step).
+   value; an arm `--config.*=*` passes config overrides on, checked as below), and a
+   lowercase positional word must be one of its non-flag patterns (a step).
    Values are not checked: N, PATH, DIR, ... placeholders are fine. The slow test below
    checks that these flag lists equal what each entry point's own --helpfull/--help prints;
 3. the config: `--config=SPEC` (or `--config SPEC`) must load with
@@ -381,6 +382,7 @@ class EntryPoint:
   flags: dict
   subcommands: dict = dataclasses.field(default_factory=dict)
   words: frozenset = frozenset()
+  config_overrides: bool = False  # A shell script that passes --config.FIELD=VALUE on.
 
   def lookup(self, name: str, subcommand=None):
     """The Flag that option `name` (with its dashes, without `=value`) sets, or None."""
@@ -551,14 +553,16 @@ def _argparse_flags(tree) -> tuple:
 def _case_flags(text: str) -> tuple:
   """({option: Flag}, step words) of a launch script's `case "$1" in` arms."""
   block = re.search(r'case "\$1" in\n(.*?)\n\s*esac', text, re.S)
-  flags, words = {}, set()
+  flags, words, overrides = {}, set(), False
   for arm in re.finditer(r"^\s*([^\s()]+)\)(.*)$", block.group(1) if block else "", re.M):
     for pattern in arm.group(1).split("|"):
-      if pattern.startswith("-"):
+      if pattern == "--config.*=*":
+        overrides = True
+      elif pattern.startswith("-"):
         flags[pattern] = Flag(pattern.lstrip("-"), takes_value="shift 2" in arm.group(2))
       elif pattern != "*":
         words.add(pattern)
-  return flags, frozenset(words)
+  return flags, frozenset(words), overrides
 
 
 def _entry_path(command: Command) -> pathlib.Path:
@@ -576,8 +580,8 @@ def entry_point(path: pathlib.Path) -> EntryPoint:
   """The flags of the entry point at `path` (read, not imported)."""
   text = path.read_text()
   if path.suffix == ".sh":
-    flags, words = _case_flags(text)
-    return EntryPoint(path, "shell", flags, words=words)
+    flags, words, overrides = _case_flags(text)
+    return EntryPoint(path, "shell", flags, words=words, config_overrides=overrides)
   tree = ast.parse(text)
   if any(isinstance(n, ast.Call) and _call_name(n) == "add_argument" for n in ast.walk(tree)):
     top, subcommands = _argparse_flags(tree)
@@ -680,6 +684,7 @@ def check_command(command: Command) -> tuple:
   subcommand, spec, spec_line, overrides, sets, i = None, None, None, [], [], 0
   config_file = entry.flags.get("config") if entry.parser == "absl" else None
   config_file = config_file if config_file and config_file.config_file else None
+  config_file = config_file or entry.config_overrides
   while i < len(args):
     arg, line = args[i], lines[i]
     i += 1
@@ -735,6 +740,8 @@ def check_command(command: Command) -> tuple:
     if known_variant or not variant:
       fields, label = loaded, spec
   for written, field, line in overrides:
+    if _is_placeholder(field):  # --config.FIELD=VALUE in a usage line.
+      continue
     checks["config field"] += 1
     missing = _missing(fields, field)
     if missing:
@@ -859,7 +866,8 @@ def test_checker_reports_misspelt_flags_fields_and_missing_entry_points():
 def test_checker_accepts_the_forms_the_entry_points_accept():
   """absl's --noBOOL, -v, --helpfull and `--flag value`, nested config fields, argparse
   subcommands and multi-value options, env-var prefixes, chains, and commands in quoted
-  strings and launch-script usage pass; a misspelt launch-script flag and step do not."""
+  strings and launch-script usage pass; a misspelt launch-script flag, step and config field
+  (passed on to bigbigan.main) do not."""
   text = """\
 ```sh
 python3 -m venv .venv && . .venv/bin/activate; python -m bigbigan.main --nodistributed \\
@@ -870,8 +878,9 @@ JAX_COMPILATION_CACHE_DIR=$(mktemp -d) env A=1 python benchmarks/mnist_sweep.py 
 python benchmarks/d_steps_loop.py --config=configs/bigbigan_base.py:tiny --d_steps 1 2
 ssh host --command "cd x && python -m bigbigan.export --workdir=W \\
     --out=\\$HOME/b [--with_discriminator]"
-launch/tpu_pod.sh --name n --zone z --config configs/revnet4x.py --workdir W run delete
-launch/slurm_gpu.sh --nodse 2 --config configs/resnet50.py --workdir W
+launch/tpu_pod.sh --name n --zone z --config configs/revnet4x.py --workdir W run delete \
+    --config.remat=blocks --config.FIELD=VALUE
+launch/slurm_gpu.sh --nodse 2 --config configs/resnet50.py --workdir W --config.remt=blocks
 launch/tpu_pod.sh --name n --zone z crate
 ```
 """
@@ -879,11 +888,13 @@ launch/tpu_pod.sh --name n --zone z crate
   assert [c.line for c in commands] == [2, 5, 7, 8, 10, 11, 12]
   assert problems == [
       "forms.md:11: launch/slurm_gpu.sh: no flag --nodse (did you mean --nodes?) (flags: "
-      "--config, --dry-run, --gpus-per-node, --help, --nodes, --partition, "
+      "--allow_cpu, --config, --dry-run, --gpus-per-node, --help, --nodes, --partition, "
       "--tfds_data_dir, --time, --venv, --workdir, -h)",
+      "forms.md:11: --config.remt: configs/resnet50.py has no field remt (did you mean "
+      "remat?)",
       "forms.md:12: launch/tpu_pod.sh: unknown argument 'crate' (steps: create, delete, "
       "install, run)"]
-  assert checks["config field"] == 3 and checks["config file"] == 5
+  assert checks["config field"] == 5 and checks["config file"] == 5
 
 
 def _help_text(argv) -> str:

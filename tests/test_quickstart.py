@@ -3,14 +3,17 @@ end on the MNIST sample that ships in the package: fewer steps, the same code pa
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from bigbigan.config_files import load_config
 from bigbigan.data import samples
+from bigbigan.errors import DatasetError
 from conftest import REPO
 
 
@@ -24,6 +27,30 @@ def test_the_shipped_sample_is_a_prepared_mnist():
   config = load_config(str(REPO / "configs" / "quickstart.py"))
   assert (config.dataset, config.data_dir) == (samples.MNIST_SAMPLE_DATASET,
                                                samples.MNIST_SAMPLE_DIR)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_the_sample_reads_without_tensorflow_as_tfds_reads_it(split):
+  builder = tfds.builder(samples.MNIST_SAMPLE_DATASET, data_dir=samples.MNIST_SAMPLE_DIR)
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+  images, labels = samples.mnist_sample(split)
+  assert images.dtype == np.uint8 and images.shape == (len(examples), 28, 28, 1)
+  np.testing.assert_array_equal(images, np.stack([e["image"] for e in examples]))
+  np.testing.assert_array_equal(labels, [e["label"] for e in examples])
+  first, first_labels = samples.mnist_sample(split, count=5)
+  np.testing.assert_array_equal(first, images[:5])
+  np.testing.assert_array_equal(first_labels, labels[:5])
+
+
+def test_the_sample_reader_refuses_what_it_cannot_read():
+  with pytest.raises(ValueError, match="the MNIST sample has 'train' and 'test'"):
+    samples.mnist_sample("validation")
+  with pytest.raises(ValueError, match="the sample's test split has 1000 digits"):
+    samples.mnist_sample("test", count=1001)
+  path = next(pathlib.Path(samples.MNIST_SAMPLE_DIR).rglob("mnist-test.tfrecord-*"))
+  data = path.read_bytes()
+  with pytest.raises(DatasetError, match="truncated at byte 0"):
+    list(samples._tfrecords(data[:100], "f"))  # pylint: disable=protected-access
 
 
 @pytest.mark.slow  # Compiles and trains BigBiGAN, then the evaluation: about a minute.

@@ -1,10 +1,12 @@
 """The accelerator path imports no TensorFlow, TFDS or clu: `python -m bigbigan.benchmark`,
 `python -m bigbigan.summary` and benchmarks/accelerator_suite.py run where those are not
 installed (an accelerator host that gets the working tree and a few pure-Python wheels,
-docs/benchmarks.md)."""
+docs/benchmarks.md). And the core install, `pip install .` without the `train` extra, has
+none of them and is enough to load a bundle and encode (bigbigan.load, Colab)."""
 
 import json
 import os
+import textwrap
 import subprocess
 import sys
 
@@ -86,3 +88,39 @@ def test_accelerator_suite_dry_run_writes_every_measurement_without_tensorflow(t
     assert "error" not in encode, encode["error"]
     assert encode["images_per_second"] == pytest.approx(256 / encode["median_seconds"])
     assert encode["encoder_parameters"] > 0
+
+
+# Run by the core install's Python: TensorFlow, TFDS and clu are not installed there at all.
+_LOAD_AND_ENCODE = textwrap.dedent("""
+    import importlib.util, json, sys
+    absent = [m for m in ("tensorflow", "tensorflow_datasets", "clu")
+              if importlib.util.find_spec(m) is None]
+    import bigbigan
+    from bigbigan.data import samples
+    model = bigbigan.load(sys.argv[1])
+    images, labels = samples.mnist_sample("test", 8)
+    features = model.encode(images)
+    print(json.dumps({"absent": absent, "version": bigbigan.__version__,
+                      "shapes": {k: list(v.shape) for k, v in features.items()},
+                      "generated": list(model.generate(features["z_mean"]).shape)}))
+""")
+
+
+@pytest.mark.slow  # A virtual environment and pip install of the core (pip's cache): ~1 min.
+def test_the_core_install_loads_a_bundle_and_encodes_without_tensorflow(tiny_bundle, tmp_path):
+  venv = tmp_path / "core"
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+  python = str(venv / "bin" / "python")
+  install = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            str(REPO)], capture_output=True, text=True, timeout=900)
+  assert install.returncode == 0, install.stderr[-3000:]
+  result = subprocess.run([python, "-c", _LOAD_AND_ENCODE, str(tiny_bundle["bundle"])],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "XLA_FLAGS": ""})
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["absent"] == ["tensorflow", "tensorflow_datasets", "clu"]
+  latent = tiny_bundle["config"].latent_dim
+  assert report["shapes"]["z_mean"] == [8, latent] and report["shapes"]["avepool_feat"][0] == 8
+  side = tiny_bundle["config"].resolution
+  assert report["generated"] == [8, side, side, 3]
