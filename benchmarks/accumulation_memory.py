@@ -20,21 +20,17 @@ import time
 
 def measure(config, mesh, accumulation_steps: int) -> dict:
   """Compiles the update of `config` at `accumulation_steps` on `mesh`; returns its per-device
-  {"temp_bytes", "argument_bytes", "compile_seconds"} and collective counts ("all-to-all",
-  "all-gather", "collective-permute", "all-reduce")."""
+  {"temp_bytes", "argument_bytes", "compile_seconds"} and collective counts
+  (benchmark.collective_counts)."""
   from bigbigan import benchmark  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
   config.accumulation_steps = accumulation_steps
   compiled, seconds = benchmark.compile_update(config, mesh, accelerator_program=True)
   memory = compiled.memory_analysis()
-  hlo = compiled.as_text()
-  figures = {"temp_bytes": memory.temp_size_in_bytes,
-             "argument_bytes": memory.argument_size_in_bytes, "compile_seconds": seconds}
-  for op in ("all-to-all", "all-gather", "collective-permute", "all-reduce"):
-    # Synchronous ops, and the -start halves of asynchronous ones (GPU and TPU).
-    figures[op] = hlo.count(f" {op}(") + hlo.count(f" {op}-start(")
-  return figures
+  return {"temp_bytes": memory.temp_size_in_bytes,
+          "argument_bytes": memory.argument_size_in_bytes, "compile_seconds": seconds,
+          **benchmark.collective_counts(compiled)}
 
 
 def main():

@@ -88,6 +88,16 @@ def compile_update(config, mesh, accelerator_program: bool = False) -> tuple[Any
   return compiled, time.perf_counter() - start
 
 
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collective_counts(compiled) -> dict[str, int]:
+  """{collective: how many} in a compiled program's HLO: the synchronous ops, and the -start
+  halves of asynchronous ones (GPU and TPU)."""
+  hlo = compiled.as_text()
+  return {op: hlo.count(f" {op}(") + hlo.count(f" {op}-start(") for op in COLLECTIVES}
+
+
 def saved_activation_bytes(config, per_device_batch: int) -> dict[str, int]:
   """{network: bytes}: what the training-mode forward of G, E and D keeps for its backward
   pass in one device's share of the E/G step (G on the batch's z, E on its images, D on the
@@ -125,7 +135,8 @@ def memory_analysis(config) -> dict:
   program, compiled for this machine's devices, not run): bytes of the arguments (the state
   and the images), outputs, outputs aliased to (donated) arguments, temporaries, and their
   total, the peak the program needs: arguments + outputs - aliased + temporaries; and the
-  activations each network saves for backprop (`saved_activation_bytes`)."""
+  activations each network saves for backprop (`saved_activation_bytes`); XLA's FLOP count
+  of the program (its cost analysis) and its collectives (`collective_counts`)."""
   mesh = sharding.make_mesh()
   compiled, seconds = compile_update(config, mesh, accelerator_program=True)
   memory = compiled.memory_analysis()
@@ -135,6 +146,7 @@ def memory_analysis(config) -> dict:
              "temp_bytes": memory.temp_size_in_bytes}
   figures["total_bytes"] = (figures["argument_bytes"] + figures["output_bytes"]
                             - figures["alias_bytes"] + figures["temp_bytes"])
+  figures["flops"] = xla_flops(compiled)
   per_device_batch = config.batch_size // mesh.devices.size
   saved = saved_activation_bytes(config, per_device_batch)
   return {"device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
@@ -144,7 +156,8 @@ def memory_analysis(config) -> dict:
           "compile_seconds": round(seconds, 2), **figures,
           "total_gib": figures["total_bytes"] / 2**30,
           "saved_activation_bytes": saved,
-          "saved_activation_gib": sum(saved.values()) / 2**30}
+          "saved_activation_gib": sum(saved.values()) / 2**30,
+          "collectives": collective_counts(compiled)}
 
 
 def benchmark(config, steps: int = 10, peak_tflops=None, precompiled=None) -> dict:

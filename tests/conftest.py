@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices and a persistent compilation cache, set before jax loads."""
+"""Test setup: 8 fake CPU devices, a persistent compilation cache and quick compilation, set
+before jax loads."""
 
 import importlib.util
 import os
@@ -6,8 +7,16 @@ import pathlib
 import socket
 import subprocess
 
-os.environ["XLA_FLAGS"] = " ".join(
+# The tests' programs run a step or two each, so compiling them takes most of the suite's
+# time: XLA's CPU backend at LLVM -O0 compiles them about 3x faster (a 60-layer jitted
+# gradient: 8.4 s against 23.3 s) for slower code, which these short runs hardly feel.
+# XLA reads XLA_FLAGS once, when the first backend starts; the variable is then set back
+# without it, so the subprocesses that train for many steps (the quickstart's test) get
+# XLA's default, and those that compile more than they run add FAST_COMPILE themselves.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+_XLA_FLAGS = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+os.environ["XLA_FLAGS"] = f"{_XLA_FLAGS} {FAST_COMPILE}"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.expanduser("~"), ".cache", "bigbigan-jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
@@ -26,6 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # The compilation cache reads its settings from the environment when jax loads; fail loudly
 # if something imported jax first and the 8 devices are missing.
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
+os.environ["XLA_FLAGS"] = _XLA_FLAGS
 
 
 def pytest_collection_modifyitems(items):

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import FAST_COMPILE, REPO, free_port
 import distributed_job
 
 
 def _job(mode: str, tmp_path):
   """Runs both processes; returns [(exit status, stdout, stderr, seconds)] by process."""
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
   port, start = free_port(), time.monotonic()
   logs = [(open(tmp_path / f"out{i}", "w+"), open(tmp_path / f"err{i}", "w+")) for i in (0, 1)]

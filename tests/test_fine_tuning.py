@@ -18,7 +18,7 @@ from bigbigan import bundle as bundle_lib
 from bigbigan import fine_tuning, run_directory, sharding, train
 from bigbigan.errors import BundleError, ConfigError
 from bigbigan.families import bigbigan as bigbigan_family
-from conftest import REPO, apply_overrides
+from conftest import FAST_COMPILE, REPO, apply_overrides
 from mnist_mock import fixed_image_batches
 
 NETWORKS = ("generator", "encoder", "discriminator")
@@ -216,7 +216,7 @@ def _main(workdir, metadata_dir, init_from, overrides):
             "data_dir": metadata_dir, **overrides}
   command = [sys.executable, "-m", "bigbigan.main", "--config=configs/bigbigan_base.py:tiny",
              f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in fields.items())]
-  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}  # One CPU device, as a user's laptop has.
   return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=600)
 

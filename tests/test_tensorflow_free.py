@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 
 # Runs a module as `python -m` would (or a script, given its path) as if the three packages
 # were not installed: a None in sys.modules makes `import` raise ModuleNotFoundError and
@@ -31,7 +31,7 @@ else:
 
 def _run_without_tensorflow(module, *flags, devices=8):
   env = {**os.environ,
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
   return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, module, *flags], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=600)
 
@@ -116,7 +116,7 @@ def test_the_core_install_loads_a_bundle_and_encodes_without_tensorflow(tiny_bun
   assert install.returncode == 0, install.stderr[-3000:]
   result = subprocess.run([python, "-c", _LOAD_AND_ENCODE, str(tiny_bundle["bundle"])],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "XLA_FLAGS": ""})
+                          env={**os.environ, "XLA_FLAGS": FAST_COMPILE})
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["absent"] == ["tensorflow", "tensorflow_datasets", "clu"]

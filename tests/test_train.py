@@ -16,7 +16,7 @@ import pytest
 from bigbigan import sharding, train
 from bigbigan.data.toy import Mixture
 from bigbigan.errors import CheckpointError, ConfigError, NonFiniteLossError
-from conftest import REPO, cli_overrides, free_port, run_processes
+from conftest import FAST_COMPILE, REPO, cli_overrides, free_port, run_processes
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -229,7 +229,7 @@ def test_two_processes_equal_one_process(tmp_path):
             f"--workdir={tmp_path / name.split('_')[0]}",
             *cli_overrides({"total_steps": total_steps}), *extra]
     return name, argv, {**os.environ,
-                        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+                        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
 
   def two_processes(total_steps):
     port = free_port()

@@ -19,7 +19,7 @@ from bigbigan.evaluation.context import EvaluationContext
 from bigbigan.evaluation.registry import Evaluation
 from bigbigan.families import bigbigan as bigbigan_family
 from bigbigan.families.common import normalise_images
-from conftest import REPO, free_port, run_processes
+from conftest import FAST_COMPILE, REPO, free_port, run_processes
 import mnist_mock
 from mnist_mock import fixed_image_batches, tiny_bigbigan_config
 
@@ -185,7 +185,7 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   equal a 1-process run on 4 devices with the same global batches. (A multi-process resume
   is tested on the MLP models, tests/test_train.py: the checkpointing code is shared.)"""
   script = str(REPO / "tests" / "mnist_mock.py")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
   port = free_port()
   run_processes([(f"process_{i}",
@@ -215,7 +215,8 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
 def test_missing_imagenet_is_one_clear_line(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
   result = subprocess.run(
-      [sys.executable, "-m", "bigbigan.main", "--config=configs/resnet50.py",
+      # --allow_cpu: past the refusal of a full-size config on the CPU, to the data.
+      [sys.executable, "-m", "bigbigan.main", "--config=configs/resnet50.py", "--allow_cpu",
        f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
       timeout=300)
   assert result.returncode == 1

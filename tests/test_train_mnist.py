@@ -17,7 +17,7 @@ from bigbigan.evaluation.linear_probe import linear_probe_accuracy
 from bigbigan.families import bigan_predict, bigan_update
 from bigbigan.families.bigan import init_train_state
 from bigbigan.models.networks import build_mlp_networks
-from conftest import REPO, free_port, run_processes
+from conftest import FAST_COMPILE, REPO, free_port, run_processes
 from mnist_mock import SPLIT_OFFSETS, SPLIT_SIZES, mock_image, mock_label, tiny_mnist_config
 
 def _pixel_1nn_reference() -> float:
@@ -149,7 +149,7 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   """
   port = free_port()
   script = str(REPO / "tests" / "mnist_mock.py")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_COMPILE}",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
   run_processes([(f"process_{i}", [sys.executable, script, "bigan", str(metadata_dir),
                                    str(tmp_path / "run"), str(i), "2", str(port)], env)
