@@ -91,6 +91,8 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   # BatchNorm statistics over the "global" batch (as BigGAN) or "per_device".
   config.batch_norm_scope = "global"
   config.d_steps = 2
+  # A learning-rate decay (lr_decay_start_fraction < 1) is laid out in iterations for all
+  # three networks: D's schedule advances once per iteration, not per D step.
   config.optimizer = ml_collections.ConfigDict(dict(
       generator_learning_rate=5e-5, discriminator_learning_rate=2e-4,
       encoder_learning_rate_multiplier=1.0, b1=0.0, b2=0.999, weight_decay=0.0,
