@@ -28,6 +28,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _ALLOW_CPU = flags.DEFINE_bool(
     "allow_cpu", False, "Run a full-size config (ImageNet resolution, a ResNet-50 or RevNet "
     "encoder) even where JAX has only the CPU; without it such a run is refused.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "workdir", "JAX's persistent compilation cache, which a restarted "
+    "run reuses: 'workdir' (<workdir>/compilation_cache; JAX_COMPILATION_CACHE_DIR wins if "
+    "set), a directory (local or gs://), or 'off'.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -54,10 +58,11 @@ def main(argv):
 
   logging.info("JAX process %d of %d, %d devices: %s", jax.process_index(),
                jax.process_count(), jax.device_count(), jax.devices()[0].platform)
-  from bigbigan import platform_check, run_directory  # pylint: disable=g-import-not-at-top
+  from bigbigan import compilation_cache, platform_check, run_directory  # pylint: disable=g-import-not-at-top
   try:
     if not _ALLOW_CPU.value:
       platform_check.refuse_full_size_on_cpu(_CONFIG.value, jax.default_backend())
+    compilation_cache.configure(_COMPILATION_CACHE.value, _WORKDIR.value)
     with distributed.supervised():  # Every process leaves together, or stops together.
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except BigBiganError as error:

@@ -9,8 +9,9 @@
 #       [--time 48:00:00] [--venv PATH] [--allow_cpu] [--dry-run] [--config.FIELD=VALUE ...]
 #
 # --venv: a virtual environment with bigbigan and JAX for GPUs (README, "Install"); the
-# checkout's .venv by default. Every --config.FIELD=VALUE is passed to bigbigan.main
-# unchanged. --dry-run prints the batch script instead of submitting it.
+# checkout's .venv by default. Every --config.FIELD=VALUE (and --compilation_cache=DIR|off)
+# is passed to bigbigan.main unchanged. --dry-run prints the batch script instead of
+# submitting it.
 set -euo pipefail
 source "$(dirname "$0")/quote.sh"
 
@@ -30,7 +31,7 @@ while (($#)); do
     --time) TIME="$2"; shift 2 ;;
     --venv) VENV="$2"; shift 2 ;;
     --allow_cpu) ALLOW_CPU=1; shift ;;
-    --config.*=*) OVERRIDES+=("$1"); shift ;;
+    --config.*=*|--compilation_cache=*) OVERRIDES+=("$1"); shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "slurm_gpu.sh: unknown argument '$1' (see --help; overrides are --config.FIELD=VALUE)" >&2

@@ -10,11 +10,12 @@
 #       [STEP...] [--config.FIELD=VALUE ...]
 #
 # STEPs: create, install, run (all three by default), delete. --dry-run prints the commands.
-# Every --config.FIELD=VALUE is passed to bigbigan.main on every worker unchanged.
+# Every --config.FIELD=VALUE (and --compilation_cache=DIR|off) is passed to bigbigan.main on
+# every worker unchanged.
 set -euo pipefail
 source "$(dirname "$0")/quote.sh"
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 NAME="" ZONE="" ACCELERATOR="" CONFIG="" WORKDIR="" DATA_DIR="" DRY_RUN=0
 # The runtime for v4 and earlier; v5e: v2-alpha-tpuv5-lite, v5p: v2-alpha-tpuv5, v6e:
@@ -33,7 +34,7 @@ while (($#)); do
     --config) CONFIG="$2"; shift 2 ;;
     --workdir) WORKDIR="$2"; shift 2 ;;
     --tfds_data_dir) DATA_DIR="$2"; shift 2 ;;
-    --config.*=*) OVERRIDES+=("$1"); shift ;;
+    --config.*=*|--compilation_cache=*) OVERRIDES+=("$1"); shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage 0 ;;
     create|install|run|delete) STEPS+=("$1"); shift ;;

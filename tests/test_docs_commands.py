@@ -558,6 +558,8 @@ def _case_flags(text: str) -> tuple:
     for pattern in arm.group(1).split("|"):
       if pattern == "--config.*=*":
         overrides = True
+      elif pattern.endswith("=*"):  # --name=VALUE, the value in the same word.
+        flags[pattern[:-2]] = Flag(pattern[:-2].lstrip("-"), takes_value=False)
       elif pattern.startswith("-"):
         flags[pattern] = Flag(pattern.lstrip("-"), takes_value="shift 2" in arm.group(2))
       elif pattern != "*":
