@@ -97,7 +97,7 @@ def test_micro_batches_equal_the_whole_batch_without_batch_norm(d_steps):
       assert micro_metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=74)
 def test_micro_batches_with_batch_norm_equal_the_reference_by_hand():
   # Each micro-batch normalised by its own statistics, the running averages carried from
   # one micro-batch to the next, spectral norm advanced once; the gradients averaged.
@@ -111,7 +111,7 @@ def test_micro_batches_with_batch_norm_equal_the_reference_by_hand():
                                 BATCH_NORM_CHANGE_RTOL, f"k={K} vs the reference by hand")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=71)
 def test_micro_batches_with_per_device_batch_norm_equal_the_reference_by_hand():
   # BatchNorm per device and per micro-batch: each device's rows of each micro-batch (two
   # examples: 32 over 8 devices in 2 micro-batches) normalised by their own statistics. The

@@ -22,7 +22,9 @@ def _main(workdir, *flags, total_steps):
   result = subprocess.run(
       [sys.executable, "-m", "bigbigan.main", "--config=configs/mixture.py",
        f"--workdir={workdir}", *flags,
-       *cli_overrides({"total_steps": total_steps, "eval_every_steps": total_steps})],
+       # A constant learning rate: a decaying schedule bakes total_steps into the step.
+       *cli_overrides({"total_steps": total_steps, "eval_every_steps": total_steps,
+                       "optimizer.lr_decay_start_fraction": 1.0})],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stderr
@@ -34,7 +36,8 @@ def test_a_restarted_run_loads_its_training_step_from_the_workdir_cache(tmp_path
   first = _main(workdir, total_steps=2)
   assert f"Persistent compilation cache hit for '{TRAIN_STEP}'" not in first
   assert any((workdir / "compilation_cache").iterdir())
-  # The restart resumes from step 2: its training step comes from the cache.
+  # The restart resumes from step 2 (with more steps to go, as after a preemption): its
+  # training step comes from the cache.
   second = _main(workdir, total_steps=4)
   assert f"Persistent compilation cache hit for '{TRAIN_STEP}'" in second
 

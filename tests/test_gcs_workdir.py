@@ -266,7 +266,7 @@ def test_checkpoint_dir_of_older_runs_and_bad_values(tiny_config):
       families.validate_config(tiny_config(checkpoint_dir=value), num_devices=8)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=128)
 def test_bigbigan_run_evaluate_and_export_on_gs(mock_mnist, bucket, tmp_path):
   def config(name, **overrides):
     # One save and one evaluation at the end: orbax's saves cost seconds each on 2 cores.

@@ -53,7 +53,7 @@ def test_the_sample_reader_refuses_what_it_cannot_read():
     list(samples._tfrecords(data[:100], "f"))  # pylint: disable=protected-access
 
 
-@pytest.mark.slow  # Compiles and trains BigBiGAN, then the evaluation: about a minute.
+@pytest.mark.slow(seconds=142)  # Compiles and trains BigBiGAN, then the evaluation: about a minute.
 def test_quickstart_trains_evaluates_and_says_where_its_files_are(tmp_path):
   workdir = tmp_path / "quickstart"
   steps = 8

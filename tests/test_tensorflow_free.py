@@ -43,7 +43,7 @@ def test_the_blocker_blocks():
   assert result.returncode != 0 and "None in sys.modules" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=68)
 def test_benchmark_runs_and_prints_its_json_without_tensorflow():
   result = _run_without_tensorflow("bigbigan.benchmark", "--config=configs/biggan.py:tiny",
                                    "--steps=1")
@@ -60,7 +60,7 @@ def test_summary_runs_without_tensorflow():
   assert "generator" in result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=252)
 def test_accelerator_suite_dry_run_writes_every_measurement_without_tensorflow(tmp_path):
   # On one device, as a one-GPU host has: on 8 simulated ones the four bf16 updates cost
   # minutes of compilation and partitioning that this test does not need.

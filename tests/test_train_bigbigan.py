@@ -44,7 +44,7 @@ def _steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=87)
 def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   config = tiny_bigbigan_config(data_dir=mock_mnist)
   state = train.train_and_evaluate(config, str(tmp_path))
@@ -179,7 +179,7 @@ def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
       assert a[name] == b[name], name
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=189)
 def test_two_processes_equal_one_process(metadata_dir, tmp_path):
   """jax.distributed over 2 local processes x 2 devices: 3 steps and a checkpoint; the losses
   equal a 1-process run on 4 devices with the same global batches. (A multi-process resume

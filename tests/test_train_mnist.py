@@ -103,7 +103,7 @@ def _final_metrics(workdir) -> dict:
 
 
 @pytest.mark.parametrize("permutation_seed", [None, 3])
-@pytest.mark.slow
+@pytest.mark.slow(seconds=71)
 def test_trains_and_reports_representation_metrics(mock_mnist, tmp_path, permutation_seed):
   # The probe's L-BFGS takes seconds per feature on 8 simulated devices: run it once.
   probe = permutation_seed is None
