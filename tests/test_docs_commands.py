@@ -890,7 +890,8 @@ launch/tpu_pod.sh --name n --zone z crate
   assert [c.line for c in commands] == [2, 5, 7, 8, 10, 11, 12]
   assert problems == [
       "forms.md:11: launch/slurm_gpu.sh: no flag --nodse (did you mean --nodes?) (flags: "
-      "--allow_cpu, --config, --dry-run, --gpus-per-node, --help, --nodes, --partition, "
+      "--allow_cpu, --compilation_cache, --config, --dry-run, --gpus-per-node, --help, "
+      "--nodes, --partition, "
       "--tfds_data_dir, --time, --venv, --workdir, -h)",
       "forms.md:11: --config.remt: configs/resnet50.py has no field remt (did you mean "
       "remat?)",
