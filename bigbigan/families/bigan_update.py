@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
-from bigbigan.families.common import sample_prior
+from bigbigan.families.common import interleave_pairs, sample_prior
 from bigbigan.models.networks import Networks
 from bigbigan.state import NetworkState, TrainState, update_ema
 
@@ -60,15 +60,6 @@ def _split_batch(batch, num_classes: int) -> tuple[jax.Array, Optional[jax.Array
     return batch, None
   x, labels = batch
   return x, jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-
-
-def _pairs(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Interleaves two batches row by row: [a0, b0, a1, b1, ...].
-
-  Unlike concatenation, this keeps each device's rows of `a` and `b` on that device, so one
-  discriminator call sees real and fake pairs without any cross-device transfer.
-  """
-  return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
 
 
 def _update(network: NetworkState, grads, tx: optax.GradientTransformation,
@@ -126,9 +117,9 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
           rngs={"latent": encoder_rng})
     real_side = _concat(encoded_z if joint else None, onehot)
     fake_side = _concat(z if joint else None, onehot)
-    d_inputs = (_pairs(x, fake_x),)
+    d_inputs = (interleave_pairs(x, fake_x),)
     if real_side is not None:
-      d_inputs += (_pairs(real_side, fake_side),)
+      d_inputs += (interleave_pairs(real_side, fake_side),)
     logits, stats["discriminator"] = _train_forward(
         networks.discriminator, state.discriminator, d_params, *d_inputs)
     logits = logits.reshape(-1, 2)

@@ -10,8 +10,9 @@ draws fresh z and noise. D sees images at G's resolution: E's input, average-
 pooled 2x2 when E's resolution is twice G's (the paper's "High Res E"). BatchNorm statistics
 are over the global batch, or over each device's shard with
 `config.batch_norm_scope="per_device"` (`run_network`). Real and fake pairs go
-through D as one concatenated batch, so spectral norm advances once per D call, as in
-BigGAN's code. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
+through D as one batch, so spectral norm advances once per D call, as in BigGAN's code;
+they are interleaved row by row (`interleave_pairs`), which keeps every device's pairs on
+that device where a concatenation would move rows between devices. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
 unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's
 weights. All networks run in training mode in both kinds of step, so BatchNorm statistics
 (over the global batch) and spectral-norm vectors advance with every forward; the EMA of G
@@ -46,8 +47,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
-from bigbigan.families.common import (normalise_images, sample_prior,
-                                      to_discriminator_resolution)
+from bigbigan.families.common import (interleave_pairs, normalise_images, sample_prior,
+                                      split_pairs, to_discriminator_resolution)
 from bigbigan.models.layers import SPECTRAL
 from bigbigan.models.networks import Networks
 from bigbigan.state import NetworkState, TrainState, update_ema
@@ -115,8 +116,10 @@ def _update(network: NetworkState, grads, tx: optax.GradientTransformation) -> N
                          opt_state=opt_state)
 
 
-def _split_scores(scores: dict[str, jax.Array], real: int) -> tuple[dict, dict]:
-  return ({k: v[:real] for k, v in scores.items()}, {k: v[real:] for k, v in scores.items()})
+def _split_scores(scores: dict[str, jax.Array]) -> tuple[dict, dict]:
+  """D's scores of interleaved pairs (`interleave_pairs`) as (real's, fake's)."""
+  split = {k: split_pairs(v) for k, v in scores.items()}
+  return {k: v[0] for k, v in split.items()}, {k: v[1] for k, v in split.items()}
 
 
 def _score_metrics(real: dict, fake: dict) -> dict[str, jax.Array]:
@@ -245,16 +248,16 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     x_d = to_discriminator_resolution(x, config.resolution)
     # G and E are fixed during D's step: their outputs carry no gradient.
     fake, generator = _run(g_module, state.generator, state.generator.params, z)
-    images = jnp.concatenate([x_d, jax.lax.stop_gradient(fake)])
+    images = interleave_pairs(x_d, jax.lax.stop_gradient(fake).astype(x_d.dtype))
     latents = None
     encoder = state.encoder
     if has_encoder:
       encoded, encoder = _run(e_module, state.encoder, state.encoder.params, x, noise=noise)
-      latents = jnp.concatenate([jax.lax.stop_gradient(encoded["z_sample"]), z])
+      latents = interleave_pairs(jax.lax.stop_gradient(encoded["z_sample"]), z)
 
     def loss_fn(d_params):
       scores, discriminator = _run(d_module, state.discriminator, d_params, images, latents)
-      real, fake_scores = _split_scores(scores, x.shape[0])
+      real, fake_scores = _split_scores(scores)
       d_loss, _ = losses.score_losses(real, fake_scores)
       return d_loss, (discriminator, {"d_loss": d_loss, **_score_metrics(real, fake_scores)})
 
@@ -273,16 +276,16 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
     def loss_fn(eg_params):
       fake, generator = _run(g_module, state.generator, eg_params["generator"], z)
-      images = jnp.concatenate([x_d, fake])
+      images = interleave_pairs(x_d, fake.astype(x_d.dtype))
       latents, encoder, extra = None, state.encoder, {}
       if has_encoder:
         encoded, encoder = _run(e_module, state.encoder, eg_params["encoder"], x, noise=noise)
-        latents = jnp.concatenate([encoded["z_sample"], z])
+        latents = interleave_pairs(encoded["z_sample"], z)
         # The spread of E(x) over the batch: near zero means the encoder has collapsed.
         extra["encoder_std"] = jnp.mean(jnp.std(encoded["z_mean"], axis=0))
       scores, discriminator = _run(d_module, state.discriminator, state.discriminator.params,
                                    images, latents)
-      real, fake_scores = _split_scores(scores, x.shape[0])
+      real, fake_scores = _split_scores(scores)
       _, eg_loss = losses.score_losses(real, fake_scores)
       ortho = losses.orthogonal_regularisation(eg_params["generator"], ortho_weight)
       metrics = {"eg_loss": eg_loss, "orthogonal_regularisation": ortho, **extra}
@@ -308,26 +311,33 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     metrics["eg_grad_norm"] = optax.tree.norm(grads)
     return state.replace(generator=generator, encoder=encoder), metrics
 
-  def d_steps(state: TrainState, x: jax.Array, rngs: jax.Array) -> tuple[TrainState, dict]:
-    """The D steps on x [d_steps, B, ...] with keys [d_steps]; the last step's metrics."""
+  # Each step's images become [-1, 1] inside that step, in the networks' compute dtype: the
+  # whole [d_steps, B, R, R, 3] uint8 batch in float32 would take 4x its bytes, alive
+  # through all the D steps.
+  normalise = functools.partial(normalise_images, dtype=jnp.dtype(config.compute_dtype))
+
+  def d_steps(state: TrainState, images: jax.Array, rngs: jax.Array
+              ) -> tuple[TrainState, dict]:
+    """The D steps on uint8 images [d_steps, B, ...] with keys [d_steps]; the last step's
+    metrics."""
     def body(state, inputs):
-      x_i, rng = inputs
-      return d_step(state, (x_i, *draw_latents(rng, x.shape[IMAGE_BATCH_AXIS])))
+      images_i, rng = inputs
+      return d_step(state, (normalise(images_i),
+                            *draw_latents(rng, images.shape[IMAGE_BATCH_AXIS])))
 
     if unroll_d_steps:
       for i in range(config.d_steps):
-        state, metrics = body(state, (x[i], rngs[i]))
+        state, metrics = body(state, (images[i], rngs[i]))
       return state, metrics
-    state, metrics = jax.lax.scan(body, state, (x, rngs))
+    state, metrics = jax.lax.scan(body, state, (images, rngs))
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
   def train_step(state: TrainState, images: jax.Array) -> tuple[TrainState, dict]:
-    x = normalise_images(images)
-    batch = x.shape[IMAGE_BATCH_AXIS]
+    batch = images.shape[IMAGE_BATCH_AXIS]
     rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), config.d_steps + 1)
-    state, d_metrics = d_steps(state, x, rngs[:-1])
+    state, d_metrics = d_steps(state, images, rngs[:-1])
     # The E/G step reuses the last D step's real images.
-    state, metrics = eg_step(state, (x[-1], *draw_latents(rngs[-1], batch)))
+    state, metrics = eg_step(state, (normalise(images[-1]), *draw_latents(rngs[-1], batch)))
     metrics = {**d_metrics, **metrics}
     state = state.replace(step=state.step + 1)
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics

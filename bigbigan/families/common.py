@@ -36,15 +36,30 @@ def sample_prior(rng: jax.Array, shape: tuple[int, ...], prior: str,
   raise ConfigError(f"config.latent_prior={prior!r}: allowed {PRIORS}")
 
 
-def normalise_images(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh output."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
+def normalise_images(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 [0, 255] -> [-1, 1] (the range of G's tanh output) in `dtype`."""
+  return images.astype(dtype) / 127.5 - 1.0
+
+
+def interleave_pairs(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Two batches row by row, [a0, b0, a1, b1, ...]: one discriminator batch of real and fake
+  pairs. Unlike concatenation along the batch axis, which the `data` axis splits over the
+  devices (all-to-alls and collective-permutes to move rows), it keeps each device's rows of
+  `a` and `b` on that device."""
+  return jnp.stack([a, b], axis=1).reshape((-1,) + a.shape[1:])
+
+
+def split_pairs(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The inverse of `interleave_pairs` for D's scores [2N]: (a's [N], b's [N])."""
+  pairs = scores.reshape((-1, 2) + scores.shape[1:])
+  return pairs[:, 0], pairs[:, 1]
 
 
 def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
   """E's images at D's (and G's) resolution: 2x2 average pooling until they match."""
   while x.shape[1] > resolution:
-    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+    x = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, 2, 2, 1),
+                              (1, 2, 2, 1), "VALID") / 4.0
   return x
 
 

@@ -102,7 +102,10 @@ class BigBiGANDiscriminator(nn.Module):
   def __call__(self, x: jax.Array, z: Optional[jax.Array] = None,
                labels: Optional[jax.Array] = None, *, train: bool) -> dict[str, jax.Array]:
     kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
-    head = lambda name: layers.SNDense(1, **kw, name=name)
+    # The scores are computed in float32 whatever the compute dtype: the hinge losses compare
+    # them with 1, and bf16 keeps about 3 significant digits.
+    head = lambda name: layers.SNDense(1, dtype=jnp.float32, param_dtype=jnp.float32,
+                                       name=name)
     if z is None and not self.unary_x:
       raise ValueError("a discriminator of x alone (z=None) needs its unary x score")
     features = BigGANTrunk(self.resolution, self.ch, self.dtype, self.remat,
@@ -113,9 +116,10 @@ class BigBiGANDiscriminator(nn.Module):
       if self.num_classes:
         if labels is None:
           raise ValueError("a class-conditional discriminator needs labels")
-        class_vectors = layers.SNEmbed(self.num_classes, features.shape[-1], **kw,
+        class_vectors = layers.SNEmbed(self.num_classes, features.shape[-1],
+                                       dtype=jnp.float32, param_dtype=jnp.float32,
                                        name="class_projection")(labels, train=train)
-        s_x = s_x + jnp.sum(class_vectors * features, axis=-1)
+        s_x = s_x + jnp.sum(class_vectors * features.astype(jnp.float32), axis=-1)
       scores["x"] = s_x
     if z is not None:
       latent_features = SkipMLP(self.latent_width, self.latent_depth, self.dtype,

@@ -77,10 +77,14 @@ class ImageEncoder(nn.Module):
     for i in range(1, self.head_depth - 1):
       h = h + dense(self.head_width, f"head_{i}")(nn.relu(h))
     h = nn.relu(h)
-    mean = dense(self.latent_dim, "mean")(h).astype(jnp.float32)
+    # z's mean and scale in float32 whatever the compute dtype: D and G read z at full
+    # precision, and the scale's softplus needs it near 0.
+    latent = lambda name: nn.Dense(self.latent_dim, dtype=jnp.float32, param_dtype=jnp.float32,
+                                   name=name)
+    mean = latent("mean")(h)
     sample, scale = mean, jnp.zeros_like(mean)
     if self.stochastic:
-      scale = nn.softplus(dense(self.latent_dim, "scale")(h).astype(jnp.float32))
+      scale = nn.softplus(latent("scale")(h))
       if noise is None:
         noise = jax.random.normal(self.make_rng("latent"), mean.shape)
       sample = mean + scale * noise
