@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.probe_train_split = config.knn_train_split = "train[1000:]"
   config.probe_train_val_split = "train[:1000]"
   config.eval_split = "test"
-  config.total_steps = 800
+  config.total_steps = 700
   # An average over the last ~200 updates, started once the networks have left their
   # initialisation (before that the EMA would mostly be the random encoder).
   config.ema_decay = 0.995
