@@ -20,12 +20,30 @@ from typing import Any, Mapping, Optional
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from bigbigan import files
 from bigbigan.errors import CheckpointError
+
+
+def _handler() -> ocp.PyTreeCheckpointHandler:
+  """Orbax's pytree handler, with replica-parallel saving only across processes.
+
+  Replica-parallel saving has each replica of a replicated array write a slice of it, which
+  spreads the replicated leaves' writes over the hosts of a multi-process run. In one
+  process every write is this host's anyway, and slicing each leaf on each device compiles a
+  slice program per leaf shape and device at the first save (the tiny BigBiGAN state, 834
+  leaves on 8 CPU devices: its first save took 14.2 s with it, 1.6 s without).
+  """
+  arrays = ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1)
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, arrays), (np.ndarray, ocp.type_handlers.NumpyHandler()),
+      *((kind, ocp.type_handlers.ScalarHandler()) for kind in (int, float, np.number)))
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
 
 def _key_name(key) -> str:
   for attribute in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey.
@@ -118,7 +136,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory, options=_options(keep, selection_metric, selection_mode),
         # Declared up front so that a fresh process can read a checkpoint's metadata.
-        item_handlers=ocp.StandardCheckpointHandler())
+        item_handlers=_handler())
 
   @classmethod
   def for_config(cls, workdir: str, config: ml_collections.ConfigDict) -> "Checkpointer":
@@ -177,7 +195,9 @@ class Checkpointer:
     if problem:
       raise CheckpointError(f"checkpoint {where} does not fit the config: {problem}; {fix}")
     try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      return self._manager.restore(step, args=ocp.args.PyTreeRestore(
+          abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(
+              abstract_state)))
     except Exception as error:  # Metadata intact but the array data is damaged.
       raise CheckpointError(
           f"checkpoint {where} cannot be restored ({_first_line(error)}): {fix}") from error
@@ -194,7 +214,7 @@ class Checkpointer:
     if self.selection_metric and metrics and self.selection_metric in metrics:
       value = float(metrics[self.selection_metric])
       recorded = {self.selection_metric: value} if math.isfinite(value) else None
-    self._manager.save(step, args=ocp.args.StandardSave(state), metrics=recorded)
+    self._manager.save(step, args=ocp.args.PyTreeSave(state), metrics=recorded)
 
   def reached_preemption(self, step: int) -> bool:
     """True when the cluster (multi-process) has signalled preemption at this step."""
