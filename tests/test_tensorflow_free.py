@@ -60,7 +60,7 @@ def test_summary_runs_without_tensorflow():
   assert "generator" in result.stdout
 
 
-@pytest.mark.slow(seconds=252)
+@pytest.mark.slow(seconds=130)
 def test_accelerator_suite_dry_run_writes_every_measurement_without_tensorflow(tmp_path):
   # On one device, as a one-GPU host has: on 8 simulated ones the four bf16 updates cost
   # minutes of compilation and partitioning that this test does not need.
@@ -69,10 +69,10 @@ def test_accelerator_suite_dry_run_writes_every_measurement_without_tensorflow(t
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((tmp_path / "accelerator_suite.json").read_text())
   updates = report["updates"]
-  # Both encoders' updates at the planned per-device batch and half of it, in bf16.
+  # Both encoders' updates, in bf16 (the dry run compiles the planned batch alone; the plan
+  # of a batch and half of it is tests/test_accelerator_suite.py's).
   assert [(u["config"], u["role"], u["per_device_batch"]) for u in updates] == [
-      ("resnet50", "best", 8), ("resnet50", "half", 4),
-      ("revnet4x", "best", 8), ("revnet4x", "half", 4)]
+      ("resnet50", "best", 8), ("revnet4x", "best", 8)]
   for update in updates:
     assert "error" not in update, update["error"]
     assert update["finite"] and update["compute_dtype"] == "bfloat16"
