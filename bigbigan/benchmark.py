@@ -75,10 +75,8 @@ def compile_update(config, mesh, accelerator_program: bool = False) -> tuple[Any
   if accelerator_program and config.network == "biggan":
     options["unroll_d_steps"] = False
   networks = family.build_networks(config)
-  replicated = sharding.replicated(mesh)
   shapes = jax.eval_shape(family.state_initializer(config, networks), jax.random.PRNGKey(0))
-  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                       shapes)
+  state = sharding.abstract_state(shapes, mesh)  # As the trainer lays it out.
   side = config.encoder.resolution if config.encoder.kind != "none" else config.resolution
   images = jax.ShapeDtypeStruct((config.d_steps, config.batch_size, side, side, 3),
                                 jnp.uint8, sharding=image_sharding(mesh))

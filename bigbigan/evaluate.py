@@ -87,6 +87,9 @@ def evaluate_checkpoint(config, workdir: str, step: Union[int, str, None] = None
   data = family.make_data(config, mesh)
   step, state, networks = run_directory.restore_run(config, workdir, step, mesh)
   for_inference = data.make_inference_state_fn(networks)
+  # Standing statistics of the EMA networks, whatever save wrote the checkpoint (a
+  # preempted run saves without refreshing them): the same numbers a regular save keeps.
+  state = for_inference(state)
   evaluation = Evaluation(EvaluationContext(
       config, mesh, workdir, data,
       families.initial_state_for_evaluation(config, networks, mesh, for_inference)), metrics)

@@ -1,4 +1,6 @@
-"""The device mesh and the two layouts the trainer uses: batch sharded on `data`, state replicated.
+"""The device mesh and the layouts the trainer uses: the batch sharded on `data`, and the
+training state in ZeRO stage-1 style (`state_shardings`): Adam's moments and the EMA split
+over `data`, the rest replicated.
 
 Under `jax.jit` over this mesh, reductions over the batch (losses, BatchNorm statistics) are
 over the *global* batch, so a step computes the same numbers on 1 device or on 512.
@@ -6,7 +8,7 @@ over the *global* batch, so a step computes the same numbers on 1 device or on 5
 
 import collections
 import itertools
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -24,6 +26,81 @@ def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+# Leaves under this many elements stay replicated: splitting a bias or a BatchNorm scale saves
+# a few bytes for a collective of its own.
+MIN_SPLIT_ELEMENTS = 2**14
+# The state's fields that each device keeps a 1/N slice of: they are read and written only
+# elementwise by the update (Adam's moments, the EMA), so a device updates its own slice
+# from the (all-reduced) gradient and the params, and nothing gathers them in the step.
+SPLIT_FIELDS = ("opt_state", "ema")
+
+
+def split_axis(shape: Sequence[int], devices: int) -> Optional[int]:
+  """The axis along which a leaf of `shape` splits over `devices`: its largest axis that
+  `devices` divides (the first of equals); None (replicated) if none does, or if the leaf
+  is small (MIN_SPLIT_ELEMENTS), or for one device."""
+  axes = [axis for axis, size in enumerate(shape) if size % devices == 0]
+  if devices == 1 or not axes or np.prod(shape, dtype=np.int64) < MIN_SPLIT_ELEMENTS:
+    return None
+  return max(axes, key=lambda axis: shape[axis])
+
+
+def split_over_devices(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+  """A leaf of `shape` split over `data` along `split_axis`, or replicated."""
+  axis = split_axis(shape, mesh.shape[DATA_AXIS])
+  if axis is None:
+    return replicated(mesh)
+  return NamedSharding(mesh, PartitionSpec(*(None,) * axis, DATA_AXIS))
+
+
+def is_split_field(path) -> bool:
+  """Whether the state's leaf at `path` (a pytree key path) is in one of SPLIT_FIELDS."""
+  return any(isinstance(key, jax.tree_util.GetAttrKey) and key.name in SPLIT_FIELDS
+             for key in path)
+
+
+def state_shardings(state: Any, mesh: Mesh) -> Any:
+  """The training state's layout on `mesh` (a pytree of NamedSharding like `state`, whose
+  leaves may be arrays, tracers or jax.ShapeDtypeStruct): ZeRO stage 1. Every SPLIT_FIELDS
+  leaf is split over the devices (`split_over_devices`); params, BatchNorm and
+  spectral-norm state, the standing statistics, step and rng are replicated.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: (split_over_devices(leaf.shape, mesh) if is_split_field(path)
+                          else replicated(mesh)), state)
+
+
+def abstract_state(shapes: Any, mesh: Mesh) -> Any:
+  """`shapes` (jax.eval_shape of a state initializer) as jax.ShapeDtypeStructs in the
+  state's layout on `mesh`: what compiling from shapes, and restoring, place it by."""
+  return jax.tree.map(lambda leaf, place: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                               sharding=place),
+                      shapes, state_shardings(shapes, mesh))
+
+
+def jit_update(train_step: Callable, batch_sharding: NamedSharding, mesh: Mesh) -> Callable:
+  """`train_step(state, batch) -> (state, metrics)` jitted over `mesh`, the state donated and
+  kept in `state_shardings`: the step constrains it at its start (a replicated argument is
+  sliced where it lies, with no data moved) and at its end (the layout the next call, and
+  the donation, expect); the metrics replicated."""
+  def in_layout(state):
+    return jax.lax.with_sharding_constraint(state, state_shardings(state, mesh))
+
+  def step(state, batch):
+    state, metrics = train_step(in_layout(state), batch)
+    return in_layout(state), metrics
+
+  return jax.jit(step, in_shardings=(None, batch_sharding),
+                 out_shardings=(None, replicated(mesh)), donate_argnums=0)
+
+
+def gathered(tree: Any, mesh: Mesh) -> Any:
+  """`tree` (e.g. the EMA params) whole on every device, inside a jitted program: a forward
+  then runs the same program, and gives the same numbers, whatever layout the state keeps
+  them in (an exported bundle's replicated weights and the training state's split EMA)."""
+  return jax.lax.with_sharding_constraint(tree, replicated(mesh))
 
 
 def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:

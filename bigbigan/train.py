@@ -206,22 +206,29 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   train_step = family.make_update(config, networks, mesh)
 
   # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
+  # The state's layout (sharding.state_shardings) is this mesh's, whatever mesh wrote the
+  # checkpoint: orbax reads each device's slice, so a run resumes on any device count.
   rng = jax.random.PRNGKey(config.seed)
-  replicated = sharding.replicated(mesh)
-  abstract_state = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-      jax.eval_shape(init, rng))
+  abstract_state = sharding.abstract_state(jax.eval_shape(init, rng), mesh)
+  # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks' standing
+  # BatchNorm statistics of the step.
+  for_inference = data.make_inference_state_fn(networks)
+  layout = jax.tree.map(lambda leaf: leaf.sharding, abstract_state)
   state = checkpointer.restore_latest(abstract_state)
   init_from = fine_tuning.requested(config)
   if state is None and init_from:
     if bundle is None:  # Step directories without a finished checkpoint: none to resume.
       bundle = fine_tuning.read_checked(config)
-    state = fine_tuning.initial_state(init, bundle, rng, replicated)
+    state = fine_tuning.initial_state(init, bundle, rng, layout)
     logging.info("%s", fine_tuning.describe(bundle))
   elif state is None:
-    state = jax.jit(init, out_shardings=replicated)(rng)
+    state = jax.jit(init, out_shardings=layout)(rng)
   else:
     logging.info("Resumed from %s", checkpointer.path(checkpointer.latest_step()))
+    # A preempted run saves before it refreshes the standing statistics (below): they are
+    # refreshed here, a function of the EMA networks and the data seed alone, so a
+    # checkpoint restored from either kind of save goes on the same.
+    state = for_inference(state)
     if init_from:
       logging.warning("%s has checkpoints: resuming from step %d; config.init_from=%s is "
                       "ignored", checkpointer.directory, checkpointer.latest_step(), init_from)
@@ -231,9 +238,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     _write_config(config, workdir)
 
   # ---- Evaluation and logging. ----
-  # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks' standing
-  # BatchNorm statistics of the step.
-  for_inference = data.make_inference_state_fn(networks)
   predict = family.make_predict_fns(config, networks, mesh)
   evaluation = Evaluation(EvaluationContext(
       config, mesh, workdir, data,
@@ -285,7 +289,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
       if log_now:
         writer.write_scalars(step, _mean_metrics(history))
         history = []
-      if evaluate_now or save_now:
+      # A preempted run saves at once: the standing statistics (a fresh input stream and
+      # standing_stats_batches forwards of G and E) wait for the restore, or the evaluation.
+      if evaluate_now or (save_now and not preempted):
         state = for_inference(state)
       results = None
       if evaluate_now:

@@ -363,12 +363,21 @@ def test_scores_and_latents_stay_float32_under_bfloat16():
 def test_the_update_moves_no_rows_between_devices():
   # The tiny update as an accelerator runs it (D steps under lax.scan), on 8 devices: the
   # batch is sharded on `data` and every device holds its real and fake pairs itself
-  # (`interleave_pairs`), so the only collectives are the all-reduces of BatchNorm's
-  # statistics and of the gradients. A concatenation of real and fake rows along the sharded
-  # axis compiled to 12 all-to-alls and 44 collective-permutes.
+  # (`interleave_pairs`), so no row moves: the collectives are the all-reduces of
+  # BatchNorm's statistics and of the gradients, and the all-gathers of the params' updates
+  # from the split Adam moments (sharding.state_shardings), at most one a split param. A
+  # concatenation of real and fake rows along the sharded axis compiled to 12 all-to-alls
+  # and 44 collective-permutes.
   config = _tiny_config()
-  compiled, _ = benchmark.compile_update(config, sharding.make_mesh(), accelerator_program=True)
+  compiled, _ = benchmark.compile_update(config, sharding.make_mesh(),
+                                         accelerator_program=True)
   counts = benchmark.collective_counts(compiled)
-  assert counts["all-reduce"] > 0, counts
-  assert {op: n for op, n in counts.items() if op != "all-reduce"} == {
-      "all-gather": 0, "reduce-scatter": 0, "all-to-all": 0, "collective-permute": 0}, counts
+  shapes = jax.eval_shape(bigbigan_family.state_initializer(
+      config, bigbigan_family.build_networks(config)), jax.random.PRNGKey(0))
+  split_params = sum(sharding.split_axis(leaf.shape, 8) is not None for name in
+                     ("generator", "encoder", "discriminator")
+                     for leaf in jax.tree.leaves(getattr(shapes, name).params))
+  assert counts["all-reduce"] > 0 and 0 < counts["all-gather"] <= split_params, (
+      counts, split_params)
+  assert {op: counts[op] for op in ("reduce-scatter", "all-to-all", "collective-permute")} == {
+      "reduce-scatter": 0, "all-to-all": 0, "collective-permute": 0}, counts

@@ -22,7 +22,7 @@ from etils.epath import testing as epath_testing
 
 import bigbigan
 from bigbigan import checkpointing, evaluate, export, families, run_directory
-from bigbigan import tensorboard_events, train
+from bigbigan import sharding, tensorboard_events, train
 from bigbigan.data.toy import Mixture
 from bigbigan.errors import ConfigError
 from bigbigan.evaluation import fid
@@ -289,6 +289,12 @@ def test_bigbigan_run_evaluate_and_export_on_gs(mock_mnist, bucket, tmp_path):
   stopped = train.train_and_evaluate(evaluated_config, run,
                                      train_batches=sigterm_at_first_batch())
   assert int(stopped.step) == 1 and _checkpoint_steps(tmp_path / "checkpoints") == [1]
+  # The SIGTERM's checkpoint is written first: its standing statistics are still the initial
+  # state's, not refreshed (the resume below refreshes them, and it equals the reference).
+  initial, _ = families.create_state_and_update(evaluated_config, sharding.make_mesh(),
+                                                seed=evaluated_config.seed)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(stopped.standing_stats),
+               jax.device_get(initial.standing_stats))
   resumed = train.train_and_evaluate(evaluated_config, run,
                                      train_batches=fixed_image_batches(config("x"), 1))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed),

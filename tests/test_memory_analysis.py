@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from bigbigan import benchmark
+from bigbigan import benchmark, sharding
 from bigbigan.families import bigbigan as bigbigan_family
 from conftest import REPO, apply_overrides, load_config
 
@@ -17,12 +17,16 @@ def test_memory_analysis_counts_the_state_and_the_images_and_grows_with_the_batc
   small, large = (benchmark.memory_analysis(apply_overrides(config.copy_and_resolve_references(),
                                                             {"batch_size": batch}))
                   for batch in (devices * 2, devices * 8))
-  # The arguments, counted here from the shapes: the replicated state whole on every device,
-  # and each device's rows of the uint8 images [d_steps, batch, side, side, 3].
+  # The arguments, counted here from the shapes: each device's part of the state
+  # (sharding.state_shardings: the split leaves' 1/8, the rest whole), and its rows of the
+  # uint8 images [d_steps, batch, side, side, 3].
   shapes = jax.eval_shape(bigbigan_family.state_initializer(
       config, bigbigan_family.build_networks(config)), jax.random.PRNGKey(0))
-  state_bytes = sum(np.prod(s.shape, dtype=int) * s.dtype.itemsize
-                    for s in jax.tree.leaves(shapes))
+  state_bytes = sum(
+      np.prod(s.shape, dtype=int) * s.dtype.itemsize
+      // (devices if sharding.is_split_field(path)
+          and sharding.split_axis(s.shape, devices) is not None else 1)
+      for path, s in jax.tree_util.tree_leaves_with_path(shapes))
   side = config.encoder.resolution
   for figures in (small, large):
     images = config.d_steps * figures["per_device_batch"] * side * side * 3

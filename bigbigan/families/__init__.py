@@ -81,9 +81,11 @@ def initial_state_for_evaluation(config: ml_collections.ConfigDict, networks, me
 
 def create_state_and_update(config: ml_collections.ConfigDict, mesh, seed: int = 0
                             ) -> tuple[Any, Callable]:
-  """The config's initial state, replicated on `mesh`, and its family's jitted update."""
+  """The config's initial state, laid out on `mesh` as training keeps it
+  (sharding.state_shardings), and its family's jitted update."""
   family = of(config)
   networks = family.build_networks(config)
-  state = jax.jit(family.state_initializer(config, networks),
-                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(seed))
+  init = family.state_initializer(config, networks)
+  layout = sharding.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(seed)), mesh)
+  state = jax.jit(init, out_shardings=layout)(jax.random.PRNGKey(seed))
   return state, family.make_update(config, networks, mesh)

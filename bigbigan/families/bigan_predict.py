@@ -38,17 +38,22 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
   `discriminator_features` (a D that judges x alone), "discriminator" (D's last hidden
   layer: the BiGAN paper's "D" baseline).
   """
+  # The state comes in its own layout (in_shardings None): the training state's
+  # (sharding.state_shardings, whose EMA each program gathers) or a loaded bundle's.
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
+  def ema(state: TrainState, name: str):
+    return sharding.gathered(inference_params(state, name), mesh)
+
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
-    return _apply(networks.generator, state.generator, inference_params(state, "generator"), z)
+    return _apply(networks.generator, state.generator, ema(state, "generator"), z)
 
   encode: Optional[Callable] = None
   if networks.encoder is not None:
     def encode_data(state: TrainState, x: jax.Array, rng: jax.Array):
-      return _apply(networks.encoder, state.encoder, inference_params(state, "encoder"), x,
+      return _apply(networks.encoder, state.encoder, ema(state, "encoder"), x,
                     rngs={"latent": rng})
-    encode = jax.jit(encode_data, in_shardings=(replicated, batch, replicated),
+    encode = jax.jit(encode_data, in_shardings=(None, batch, replicated),
                      out_shardings=batch)
 
   def sown_features(module, network: NetworkState, params, x: jax.Array):
@@ -60,7 +65,7 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
     found = {}
     if networks.encoder is not None:
       (_, z_mean), sown = sown_features(networks.encoder, state.encoder,
-                                        inference_params(state, "encoder"), x)
+                                        ema(state, "encoder"), x)
       found.update(z_mean=z_mean, penultimate=sown["intermediates"]["features"][0])
       if "logits" in sown["intermediates"]:
         found["z_logits"] = sown["intermediates"]["logits"][0]
@@ -77,7 +82,7 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
 
   has_features = networks.encoder is not None or discriminator_features
   return PredictFns(
-      generate=jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch),
+      generate=jax.jit(generate, in_shardings=(None, batch), out_shardings=batch),
       sample_latents=sample_latents, normalise=jax.jit(normalise), encode=encode,
-      features=(jax.jit(features, in_shardings=(replicated, batch), out_shardings=batch)
+      features=(jax.jit(features, in_shardings=(None, batch), out_shardings=batch)
                 if has_features else None))

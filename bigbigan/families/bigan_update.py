@@ -1,7 +1,8 @@
 """The MLP family's update: BiGAN, ALI, the GAN baseline, latent regressors, an autoencoder.
 
 `make_train_step` returns `train_step(state, x) -> (state, metrics)`: one BiGAN iteration on a
-global batch sharded over the mesh's `data` axis, with the state replicated and donated. Its
+global batch sharded over the mesh's `data` axis, with the state donated and laid out by
+`sharding.state_shardings` (Adam's moments and the EMA split over the devices). Its
 randomness comes from `fold_in(state.rng, state.step)` alone, so it is a pure function of its
 inputs: the same on any number of devices, and the same after a resume.
 """
@@ -192,9 +193,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
           state.encoder, eg_grads["encoder"], optimizers["encoder"], stats["encoder"]))
     return update_ema(new_state, config.ema_decay, config.ema_start_step), metrics
 
-  replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, batch_sharding),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return sharding.jit_update(train_step, batch_sharding, mesh)
 
 
 def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks,
@@ -228,6 +227,4 @@ def _make_autoencoder_step(config: ml_collections.ConfigDict, networks: Networks
                         stats["encoder"]))
     return update_ema(new_state, config.ema_decay, config.ema_start_step), metrics
 
-  replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return sharding.jit_update(train_step, sharding.batch_sharded(mesh), mesh)

@@ -90,6 +90,8 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
   `encode` is a function of each image (and the seed) alone. Images of another size are
   brought to E's resolution, or to G's for D, by `fit_resolution`.
   """
+  # The state comes in its own layout (in_shardings None): the training state's
+  # (sharding.state_shardings, whose EMA each program gathers) or a loaded bundle's.
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   resolution, encoder_resolution = config.resolution, config.encoder.resolution
 
@@ -100,7 +102,8 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
       variables = network_variables(network, network.params)
     else:  # The EMA params with their own (standing) BatchNorm statistics.
       with_standing = network.replace(batch_stats=inference_batch_stats(state, name))
-      variables = network_variables(with_standing, inference_params(state, name))
+      variables = network_variables(with_standing,
+                                    sharding.gathered(inference_params(state, name), mesh))
     return module.apply(variables, *inputs, train=False, **kwargs)
 
   def generate(state: TrainState, z: jax.Array) -> jax.Array:
@@ -122,11 +125,11 @@ def make_predict_fns(config: ml_collections.ConfigDict, networks: Networks, mesh
 
   encode = None
   if networks.encoder is not None:
-    jitted = jax.jit(encode_images, in_shardings=(replicated, batch, replicated),
+    jitted = jax.jit(encode_images, in_shardings=(None, batch, replicated),
                      out_shardings=batch)
     encode = lambda state, x, seed=0: jitted(state, x, jnp.uint32(seed))
   return PredictFns(
-      generate=jax.jit(generate, in_shardings=(replicated, batch), out_shardings=batch),
+      generate=jax.jit(generate, in_shardings=(None, batch), out_shardings=batch),
       sample_latents=sample_latents, normalise=jax.jit(normalise_images), encode=encode,
-      discriminate=jax.jit(discriminate, in_shardings=(replicated, batch, batch),
+      discriminate=jax.jit(discriminate, in_shardings=(None, batch, batch),
                            out_shardings=batch))

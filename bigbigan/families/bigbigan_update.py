@@ -202,7 +202,8 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   """Builds the jitted BigBiGAN iteration for `config` (see the module docstring).
 
   The images are sharded on their batch axis (axis 1) over the mesh's `data` axis; the
-  state is replicated and donated. On accelerators the D steps run under one `lax.scan`,
+  state is donated and laid out by `sharding.state_shardings` (Adam's moments and the EMA
+  split over the devices, the rest replicated). On accelerators the D steps run under one `lax.scan`,
   so XLA compiles the D step once whatever `d_steps` is; on CPUs (`unroll_d_steps=None`
   decides by the mesh's devices) they are written out one after another, as
   `unroll_d_steps=True` does anywhere: the same computation, each step compiled anew.
@@ -342,6 +343,4 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
     state = state.replace(step=state.step + 1)
     return update_ema(state, config.ema_decay, config.ema_start_step), metrics
 
-  replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, image_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return sharding.jit_update(train_step, image_sharding(mesh), mesh)

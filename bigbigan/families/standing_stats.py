@@ -102,7 +102,8 @@ def make_standing_stats_fn(config: ml_collections.ConfigDict, networks: Networks
     with batch_moments():
       for name in averaged_params(state):
         _, network = run_network(
-            getattr(networks, name), getattr(state, name), inference_params(state, name),
+            getattr(networks, name), getattr(state, name),
+            sharding.gathered(inference_params(state, name), mesh),
             *inputs[name], rngs=rngs[name], per_device_mesh=per_device_mesh)
         found[name] = network.batch_stats
     return found
@@ -111,7 +112,8 @@ def make_standing_stats_fn(config: ml_collections.ConfigDict, networks: Networks
     return jax.tree.map(jnp.add, total, moments(state, images, index))
 
   replicated = sharding.replicated(mesh)
-  accumulate = jax.jit(accumulate, in_shardings=(replicated, replicated,
+  # The state in its own layout (None): the training state's EMA is split over the devices.
+  accumulate = jax.jit(accumulate, in_shardings=(replicated, None,
                                                  sharding.batch_sharded(mesh), None),
                        out_shardings=replicated, donate_argnums=0)
 
