@@ -203,8 +203,8 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
   The images are sharded on their batch axis (axis 1) over the mesh's `data` axis; the
   state is donated and laid out by `sharding.state_shardings` (Adam's moments and the EMA
-  split over the devices, the rest replicated). On accelerators the D steps run under one `lax.scan`,
-  so XLA compiles the D step once whatever `d_steps` is; on CPUs (`unroll_d_steps=None`
+  split over the devices, the rest replicated). On accelerators the D steps run under one
+  `lax.scan`, so XLA compiles the D step once whatever `d_steps` is; on CPUs (`unroll_d_steps=None`
   decides by the mesh's devices) they are written out one after another, as
   `unroll_d_steps=True` does anywhere: the same computation, each step compiled anew.
   """
