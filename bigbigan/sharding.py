@@ -7,6 +7,7 @@ over the *global* batch, so a step computes the same numbers on 1 device or on 5
 """
 
 import collections
+import functools
 import itertools
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -88,6 +89,7 @@ def jit_update(train_step: Callable, batch_sharding: NamedSharding, mesh: Mesh) 
   def in_layout(state):
     return jax.lax.with_sharding_constraint(state, state_shardings(state, mesh))
 
+  @functools.wraps(train_step)  # The program keeps its name: jit_train_step.
   def step(state, batch):
     state, metrics = train_step(in_layout(state), batch)
     return in_layout(state), metrics

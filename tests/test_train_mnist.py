@@ -174,6 +174,9 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   checkpointer = checkpointing.Checkpointer.for_config(str(tmp_path / "run"), config)
   state = checkpointer.restore(2, abstract)
   checkpointer.close()
+  # The predict functions take the state where it lies (its own layout): here, on the
+  # 8 devices that they run on.
+  state = jax.device_put(state, sharding.replicated(sharding.make_mesh()))
   _assert_representation_metrics(metrics, _expected_representation_metrics(config, state,
                                                                             probe=False))
   assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["eg_loss"])
