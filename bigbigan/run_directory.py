@@ -12,12 +12,11 @@ workdir on gs:// reads as a local one does; the checkpoints are where the run's 
 import json
 from typing import Optional, Union
 
-import jax
 import ml_collections
 from etils import epath
 from jax.sharding import Mesh
 
-from bigbigan import checkpointing, families, sharding
+from bigbigan import checkpointing, families
 from bigbigan.errors import CheckpointError, ConfigError
 from bigbigan.models.networks import Networks
 from bigbigan.state import TrainState
@@ -78,7 +77,7 @@ def parse_step(value: Optional[str]) -> Union[int, str, None]:
 def restore_run(config: ml_collections.ConfigDict, workdir: str,
                 step: Union[int, str, None], mesh: Mesh) -> tuple[int, TrainState, Networks]:
   """Restores `workdir`'s checkpoint `step` (None: the latest; "best": the best by the
-  run's `selection_metric`), replicated on `mesh`.
+  run's `selection_metric`), in the training state's layout on `mesh`.
 
   Returns:
     (step, the TrainState, the config's networks).
@@ -88,11 +87,9 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str,
   """
   family = families.of(config)
   networks = family.build_networks(config)
-  init = family.state_initializer(config, networks)
-  replicated = sharding.replicated(mesh)
-  abstract_state = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-      jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
+  # The training state's own layout on this mesh: the evaluation's programs then compile
+  # once for the restored state and the random-init reference alike.
+  _, abstract_state = families.jitted_initializer(config, networks, mesh)
   checkpointer = checkpointing.Checkpointer.for_config(workdir, config)
   try:
     if step == BEST:

@@ -100,8 +100,9 @@ def jit_update(train_step: Callable, batch_sharding: NamedSharding, mesh: Mesh) 
 
 def gathered(tree: Any, mesh: Mesh) -> Any:
   """`tree` (e.g. the EMA params) whole on every device, inside a jitted program: a forward
-  then runs the same program, and gives the same numbers, whatever layout the state keeps
-  them in (an exported bundle's replicated weights and the training state's split EMA)."""
+  then computes on whole weights whatever layout the state keeps them in (an exported
+  bundle's replicated weights or the training state's split EMA), with no collective
+  inside its layers."""
   return jax.lax.with_sharding_constraint(tree, replicated(mesh))
 
 

@@ -202,14 +202,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   family = families.of(config)
   data = family.make_data(config, mesh)
   networks = family.build_networks(config)
-  init = family.state_initializer(config, networks)
   train_step = family.make_update(config, networks, mesh)
 
   # ---- State: shapes first, then restore or a jitted init that lands on the devices. ----
   # The state's layout (sharding.state_shardings) is this mesh's, whatever mesh wrote the
   # checkpoint: orbax reads each device's slice, so a run resumes on any device count.
   rng = jax.random.PRNGKey(config.seed)
-  abstract_state = sharding.abstract_state(jax.eval_shape(init, rng), mesh)
+  init, abstract_state = families.jitted_initializer(config, networks, mesh)
   # What evaluation runs and checkpoints keep: for BigBiGAN, the EMA networks' standing
   # BatchNorm statistics of the step.
   for_inference = data.make_inference_state_fn(networks)
@@ -219,10 +218,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
   if state is None and init_from:
     if bundle is None:  # Step directories without a finished checkpoint: none to resume.
       bundle = fine_tuning.read_checked(config)
-    state = fine_tuning.initial_state(init, bundle, rng, layout)
+    state = fine_tuning.initial_state(family.state_initializer(config, networks), bundle,
+                                      rng, layout)
     logging.info("%s", fine_tuning.describe(bundle))
   elif state is None:
-    state = jax.jit(init, out_shardings=layout)(rng)
+    state = init(rng)
   else:
     logging.info("Resumed from %s", checkpointer.path(checkpointer.latest_step()))
     # A preempted run saves before it refreshes the standing statistics (below): they are

@@ -13,13 +13,13 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 
 QUICKSTART = "configs/quickstart.py"
 
 
 def _main(*args, timeout=300):
-  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}  # One CPU device, as a user's laptop has.
   return subprocess.run([sys.executable, "-m", "bigbigan.main", *map(str, args)], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from bigbigan.config_files import load_config
 from bigbigan.data import samples
 from bigbigan.errors import DatasetError
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 
 
 def test_the_shipped_sample_is_a_prepared_mnist():
@@ -53,7 +53,7 @@ def test_the_sample_reader_refuses_what_it_cannot_read():
     list(samples._tfrecords(data[:100], "f"))  # pylint: disable=protected-access
 
 
-@pytest.mark.slow(seconds=100)  # Compiles and trains BigBiGAN, then the evaluation: about a minute.
+@pytest.mark.slow(seconds=60)  # Compiles and trains BigBiGAN, then the evaluation: about a minute.
 def test_quickstart_trains_evaluates_and_says_where_its_files_are(tmp_path):
   workdir = tmp_path / "quickstart"
   steps = 8
@@ -63,7 +63,9 @@ def test_quickstart_trains_evaluates_and_says_where_its_files_are(tmp_path):
                "checkpoint_every_steps": steps, "log_every_steps": 4, "ema_start_step": 4,
                "probe_epochs": 2, "standing_stats_batches": 2,
                "probe_train_split": "train[1000:2000]", "knn_train_split": "train[1000:2000]"}
-  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  # One CPU device, as a user's laptop has; 8 steps compile more than they run, so quick
+  # compilation (conftest.py).
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
   result = subprocess.run(
       [sys.executable, "-m", "bigbigan.main", "--config=configs/quickstart.py",
        f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())],

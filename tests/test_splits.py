@@ -16,7 +16,7 @@ from bigbigan.config_files import load_config
 from bigbigan.data import pipeline
 from bigbigan.data.splits import split_ranges, validate_splits
 from bigbigan.errors import ConfigError
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 from mnist_mock import tiny_bigbigan_config, tiny_mnist_config
 
 # MNIST's real split sizes, for the shipped configs' slices (train[10000:] and the like).
@@ -189,7 +189,7 @@ def test_main_refuses_a_missing_split_in_one_line(metadata_dir, tmp_path):
       [sys.executable, "-m", "bigbigan.main", "--config=configs/mnist_bigan.py:smoke",
        f"--workdir={workdir}", f"--config.data_dir={metadata_dir}",
        "--config.eval_split=validation"],
-      cwd=REPO, env={**os.environ, "XLA_FLAGS": ""}, capture_output=True, text=True,
+      cwd=REPO, env={**os.environ, "XLA_FLAGS": FAST_COMPILE}, capture_output=True, text=True,
       timeout=300)
   assert result.returncode == 1, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if "bigbigan: error:" in line]

@@ -158,7 +158,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tiny_config, t
 def _run_main(workdir, overrides=None, wait=True, config="configs/mixture.py"):
   command = [sys.executable, "-m", "bigbigan.main", f"--config={config}",
              f"--workdir={workdir}", *cli_overrides(overrides)]
-  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as a user's laptop has.
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}  # One CPU device, as a user's laptop has.
   if not wait:
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

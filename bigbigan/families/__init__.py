@@ -3,7 +3,7 @@
     family = families.of(config)
     families.validate_config(config, num_devices)
     networks = family.build_networks(config)
-    state = jax.jit(family.state_initializer(config, networks))(rng)
+    init, abstract_state = families.jitted_initializer(config, networks, mesh)
     update = family.make_update(config, networks, mesh)        # (state, batch) -> ...
     data = family.make_data(config, mesh)                      # the training data
     predict = family.make_predict_fns(config, networks, mesh)  # for the evaluators
@@ -69,13 +69,24 @@ def validate_networks(config: ml_collections.ConfigDict) -> None:
   of(config).validate_networks(config)
 
 
+def jitted_initializer(config: ml_collections.ConfigDict, networks, mesh
+                       ) -> tuple[Callable[[jax.Array], Any], Any]:
+  """(rng -> the config's initial state laid out on `mesh` as training keeps it
+  (sharding.state_shardings), its abstract state): the one initial-state program that
+  training, evaluation's random-init reference and the tools compile, so each config
+  compiles it once (and a restarted job loads it from the compilation cache)."""
+  init = of(config).state_initializer(config, networks)
+  abstract = sharding.abstract_state(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
+  layout = jax.tree.map(lambda leaf: leaf.sharding, abstract)
+  return jax.jit(init, out_shardings=layout), abstract
+
+
 def initial_state_for_evaluation(config: ml_collections.ConfigDict, networks, mesh,
                                  for_inference: Callable) -> Callable[[], Any]:
   """() -> the run's own initial state (from `config.seed`, as training starts), as
   evaluation holds states (`for_inference`: e.g. with the standing statistics of its random
   networks): the reference that the random-init metrics measure."""
-  init = jax.jit(of(config).state_initializer(config, networks),
-                 out_shardings=sharding.replicated(mesh))
+  init, _ = jitted_initializer(config, networks, mesh)
   return lambda: for_inference(init(jax.random.PRNGKey(config.seed)))
 
 
@@ -85,7 +96,6 @@ def create_state_and_update(config: ml_collections.ConfigDict, mesh, seed: int =
   (sharding.state_shardings), and its family's jitted update."""
   family = of(config)
   networks = family.build_networks(config)
-  init = family.state_initializer(config, networks)
-  layout = sharding.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(seed)), mesh)
-  state = jax.jit(init, out_shardings=layout)(jax.random.PRNGKey(seed))
+  init, _ = jitted_initializer(config, networks, mesh)
+  state = init(jax.random.PRNGKey(seed))
   return state, family.make_update(config, networks, mesh)
