@@ -61,7 +61,7 @@ ENCODE_REPEATS = 5
 
 def planned_batches(name: str, device_bytes: float) -> tuple[int, int]:
   """(the largest per-device batch predicted to fit `device_bytes`, half of it)."""
-  from bigbigan.benchmark import fits  # pylint: disable=g-import-not-at-top
+  from bigbigan.memory_plan import fits  # pylint: disable=g-import-not-at-top
   fitting = [batch for batch, gib in PREDICTED_PEAK_GIB[name].items()
              if fits(gib * 2**30, device_bytes)]
   if not fitting:

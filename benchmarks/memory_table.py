@@ -43,7 +43,7 @@ def measure(name: str, per_device_batch: int) -> dict:
 
 def table(rows: list[dict]) -> str:
   gib = lambda b: f"{b / 2**30:.1f}"
-  from bigbigan.benchmark import fits  # pylint: disable=g-import-not-at-top
+  from bigbigan.memory_plan import fits  # pylint: disable=g-import-not-at-top
   mark = lambda b: " / ".join("yes" if fits(b, size) else "no" for size in DEVICE_BYTES.values())
   lines = ["| config | per-device batch | XLA peak, remat none (GiB) | fits 80 / 141 GB | "
            "saved activations none / blocks (GiB) | peak, remat blocks (GiB) | "

@@ -7,6 +7,8 @@ the update, compiled but not run.
     python -m bigbigan.benchmark --config=configs/biggan.py --pipeline
     python -m bigbigan.benchmark --config=configs/resnet50.py --memory \
         --config.batch_size=64   # one device: the per-device batch
+    python -m bigbigan.benchmark --config=configs/resnet50.py --memory --device_kind=v5e \
+        --config.batch_size=16   # and whether it fits a TPU v5e chip (memory_plan.py)
 
 Builds the state and the jitted update of the config's family (families/; the global
 batch over every device's `data` shard), feeds it random uint8 images already on the
@@ -28,6 +30,10 @@ applies the training preprocessing of data/images.py at the encoder's resolution
 second in total and per core (how many cores keep the devices fed) and the shuffle buffer's
 host memory, for images decoded before the shuffle, decoded late (the pipeline's way) and
 read from an image folder (`pipeline_benchmark`).
+
+`--memory --device_kind=KIND` adds whether the update fits one device of KIND (v3, v4, v5e,
+v5p, v6e, gpu-80gb, gpu-141gb), with its headroom, as a line before the JSON and its "fit"
+field (bigbigan/memory_plan.py).
 """
 
 import gc
@@ -45,21 +51,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from bigbigan import command_line, families, sharding
+from bigbigan import command_line, families, memory_plan, sharding
 from bigbigan.errors import BigBiganError, ConfigError
 from bigbigan.families.bigbigan_update import (IMAGE_BATCH_AXIS, MUTABLE, image_sharding,
                                                network_variables)
 from bigbigan.summary import xla_flops
-
-
-# The share of a device's memory that a predicted peak may take; the rest is for the runtime,
-# cuDNN's workspaces and fragmentation.
-MEMORY_HEADROOM = 0.9
-
-
-def fits(peak_bytes: float, device_bytes: float) -> bool:
-  """Whether a program predicted to peak at `peak_bytes` fits a device of `device_bytes`."""
-  return peak_bytes <= MEMORY_HEADROOM * device_bytes
 
 
 def compile_update(config, mesh, accelerator_program: bool = False) -> tuple[Any, float]:
@@ -147,6 +143,9 @@ def memory_analysis(config) -> dict:
   figures["flops"] = xla_flops(compiled)
   per_device_batch = config.batch_size // mesh.devices.size
   saved = saved_activation_bytes(config, per_device_batch)
+  without_remat = config.copy_and_resolve_references()
+  without_remat.remat = "none"
+  saved_without_remat = saved_activation_bytes(without_remat, per_device_batch)
   return {"device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
           "batch_size": config.batch_size, "per_device_batch": per_device_batch,
           "d_steps": config.d_steps, "compute_dtype": config.compute_dtype,
@@ -155,6 +154,7 @@ def memory_analysis(config) -> dict:
           "total_gib": figures["total_bytes"] / 2**30,
           "saved_activation_bytes": saved,
           "saved_activation_gib": sum(saved.values()) / 2**30,
+          "saved_activation_bytes_no_remat": saved_without_remat,
           "collectives": collective_counts(compiled)}
 
 
@@ -358,6 +358,11 @@ def main(argv):
       results = pipeline_benchmark(_CONFIG.value.encoder.resolution)
     elif _MEMORY.value:
       results = memory_analysis(_CONFIG.value)
+      if _DEVICE_KIND.value:
+        results["fit"] = memory_plan.fit(results, _DEVICE_KIND.value)
+        print(memory_plan.describe(results["fit"], results["remat"]))
+    elif _DEVICE_KIND.value:
+      raise ConfigError("--device_kind goes with --memory: the fit of a compiled program")
     else:
       results = benchmark(_CONFIG.value, _STEPS.value, _PEAK_TFLOPS.value)
   except BigBiganError as error:
@@ -376,5 +381,8 @@ if __name__ == "__main__":
   _PIPELINE = flags.DEFINE_bool("pipeline", False, "Time the input pipeline alone.")
   _MEMORY = flags.DEFINE_bool("memory", False, "Print XLA's memory analysis of the update "
                               "compiled for config.batch_size, without running it.")
+  _DEVICE_KIND = flags.DEFINE_enum(
+      "device_kind", None, list(memory_plan.DEVICE_MEMORY_BYTES),
+      "With --memory: say whether the update fits one device of this kind, with its headroom.")
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=command_line.parser("bigbigan.benchmark"))

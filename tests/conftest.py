@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import mnist_mock  # pylint: disable=wrong-import-position
 from bigbigan.config_files import apply_overrides, load_config  # pylint: disable=wrong-import-position
@@ -112,18 +113,20 @@ def cli_overrides(overrides=None):
 
 
 @pytest.fixture(scope="session")
-def metadata_dir(tmp_path_factory):
-  """A TFDS data_dir with the metadata (no data) of tests/mnist_mock.py's small MNIST."""
+def mnist_dir(tmp_path_factory):
+  """A TFDS data_dir holding tests/mnist_mock.py's small MNIST, prepared."""
   data_dir = tmp_path_factory.mktemp("tfds")
-  mnist_mock.write_metadata(str(data_dir))
+  mnist_mock.write_dataset(str(data_dir))
   return data_dir
 
 
 @pytest.fixture
-def mock_mnist(metadata_dir):
-  """TFDS serves the small MNIST of tests/mnist_mock.py; yields its data_dir."""
-  with mnist_mock.mock_data(metadata_dir):
-    yield str(metadata_dir)
+def mock_mnist(mnist_dir, monkeypatch):
+  """The small MNIST's data_dir as a config's `data_dir` takes it; TFDS's default data_dir
+  for the test too (read at import in this process, TFDS_DATA_DIR in its subprocesses)."""
+  monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(mnist_dir))
+  monkeypatch.setenv("TFDS_DATA_DIR", str(mnist_dir))
+  return str(mnist_dir)
 
 
 def free_port() -> int:

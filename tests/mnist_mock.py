@@ -1,21 +1,16 @@
-"""A small MNIST for tests: TFDS's mock_data with real split metadata and slice-aware reads.
-
-TFDS's default mock yields the same examples for every split and slice, and has no split
-sizes, so it could not tell whether processes read different parts. This mock gives TFDS real
-metadata (20 train and 11 test examples) and a reader that honours the split's slice, with a
-distinct random image per example: an example is identified by its image. The fixtures
-`metadata_dir` and `mock_mnist` (tests/conftest.py) put it in place.
+"""A small MNIST for tests, written as a prepared TFDS dataset: real TFRecord shards of PNGs
+and real metadata (20 train examples in 4 shards, 11 test examples in 2), read by TFDS and
+the pipeline as any prepared dataset is. Each example has a distinct random image, so an
+example is identified by its image (`ids_of`). The fixtures `mnist_dir` and `mock_mnist`
+(tests/conftest.py) write it once per test session.
 """
 
-import contextlib
 import pathlib
-import re
-from unittest import mock
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking as tfds_mocking
 
 from bigbigan.config_files import apply_overrides, load_config
 
@@ -28,6 +23,7 @@ TINY_MNIST = {"batch_size": 8, "total_steps": 2, "log_every_steps": 1, "eval_eve
 
 IMAGE_SHAPE = (28, 28, 1)  # TFDS's MNIST images.
 SPLIT_SIZES = {"train": 20, "test": 11}
+SHARD_LENGTHS = {"train": [5, 5, 5, 5], "test": [6, 5]}
 # Example ids of the two splits do not overlap, so a test split can never pass for a train one.
 SPLIT_OFFSETS = {"train": 0, "test": 1000}
 
@@ -48,39 +44,29 @@ def ids_of(images: np.ndarray) -> list[int]:
   return [by_bytes[image.reshape(IMAGE_SHAPE).tobytes()] for image in images]
 
 
-def mock_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
-  """Replaces `FileReaderBuilder._as_dataset`: the examples that `split`'s slice selects.
-
-  As TFDS's MNIST stores its images as PNG, `decoders={"image": tfds.decode.SkipDecoding()}`
-  gives each image's PNG bytes, and no decoder the decoded uint8 pixels.
-  """
-  del read_config, shuffle_files, kwargs
-  ids = []
-  # The file instructions are what TFDS would read: (file, skip, take) per split and slice.
-  for instruction in self.info.splits[split].file_instructions:
-    split_name = re.search(r"mnist-(\w+)\.tfrecord", instruction.filename).group(1)
-    start = SPLIT_OFFSETS[split_name] + instruction.skip
-    ids.extend(range(start, start + instruction.take))
-  if isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding):
-    images = [tf.io.encode_png(mock_image(i)).numpy() for i in ids]
-  else:
-    images = np.stack([mock_image(i) for i in ids]).reshape(-1, *IMAGE_SHAPE)
-  return tf.data.Dataset.from_tensor_slices({
-      "image": images, "label": np.array([mock_label(i) for i in ids], np.int64)})
-
-
-
-def write_metadata(data_dir: str) -> None:
-  """Writes MNIST's metadata files (no data) for SPLIT_SIZES under `data_dir`."""
+def write_dataset(data_dir: str, image_of: Callable[[int], np.ndarray] = mock_image) -> None:
+  """Writes the small MNIST (SPLIT_SIZES examples in SHARD_LENGTHS shards, the image of
+  example id i `image_of(i)`, its label `mock_label(i)`) as a prepared TFDS dataset under
+  `data_dir`."""
   builder = tfds.builder("mnist", data_dir=str(data_dir))
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(
-          name=name, shard_lengths=[size], num_bytes=0,
-          filename_template=tfds.core.ShardedFileTemplate(
-              data_dir=builder.data_path, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-              dataset_name="mnist", split=name, filetype_suffix="tfrecord"))
-      for name, size in SPLIT_SIZES.items()]))
+  template = tfds.core.ShardedFileTemplate(
+      data_dir=builder.data_path, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+      dataset_name="mnist", filetype_suffix="tfrecord")
   builder.data_path.mkdir(parents=True)
+  splits = []
+  for name, lengths in SHARD_LENGTHS.items():
+    split_template = template.replace(split=name)
+    first = SPLIT_OFFSETS[name]
+    for shard, length in enumerate(lengths):
+      with tf.io.TFRecordWriter(str(split_template.sharded_filepath(
+          shard_index=shard, num_shards=len(lengths)))) as writer:
+        for example_id in range(first, first + length):
+          writer.write(builder.info.features.serialize_example(
+              {"image": image_of(example_id), "label": mock_label(example_id)}))
+      first += length
+    splits.append(tfds.core.SplitInfo(name=name, shard_lengths=lengths, num_bytes=0,
+                                      filename_template=split_template))
+  builder.info.set_splits(tfds.core.SplitDict(splits))
   builder.info.write_to_directory(builder.data_path)
 
 
@@ -131,58 +117,30 @@ def fixed_image_batches(config, start_step: int, process_index: int = 0,
 PEER_TIMEOUT_SECONDS = 60
 
 
-class _NoFileSystemMock:
-  """Stands in for TFDS's MockFs: `tfds.testing.mock_data` opens one around every mocked
-  `builder.as_dataset`, and MockFs sends every file operation of the process, in every
-  thread, into a temporary directory while it is open. An asynchronous orbax save still
-  writing when the trainer builds its next dataset (the standing statistics' stream, an
-  evaluation split) then writes to, or looks for, `/tmp/tmpXXXX/<its path>` and fails with
-  "No such file or directory". The mock's metadata directory exists, so nothing needs the
-  redirection."""
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc_info):
-    return False
-
-  def add_file(self, path, content=None):  # pylint: disable=unused-argument
-    pass
-
-
-@contextlib.contextmanager
-def mock_data(data_dir: str, as_dataset_fn=None):
-  """`tfds.testing.mock_data` serving this module's small MNIST (or `as_dataset_fn`'s
-  examples) from the metadata in `data_dir`, without TFDS's file-system redirection."""
-  with tfds.testing.mock_data(data_dir=str(data_dir),
-                              as_dataset_fn=as_dataset_fn or mock_as_dataset), \
-      mock.patch.object(tfds_mocking.test_utils, "MockFs", _NoFileSystemMock):
-    yield
-
-
 def _train_in_subprocess(argv: list[str]) -> None:
-  """`python tests/mnist_mock.py MODEL METADATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT
+  """`python tests/mnist_mock.py MODEL DATA_DIR WORKDIR PROCESS_ID NUM_PROCESSES PORT
   [TOTAL_STEPS START_STEP]`.
 
-  Trains a tiny config on this mock inside one process of a jax.distributed job, for the
-  multi-process tests: TFDS's mock only patches the process that enters it. MODEL "bigan":
+  Trains a tiny config on the small MNIST in DATA_DIR (`write_dataset`) inside one process
+  of a jax.distributed job, for the multi-process tests. MODEL "bigan":
   the tiny MNIST BiGAN on the mock's batches; "bigbigan": the tiny BigBiGAN for TOTAL_STEPS
   on `fixed_image_batches` from START_STEP (where its workdir's checkpoint resumes).
   """
-  model, metadata_dir, workdir, process_id, num_processes, port, *steps = argv
+  model, data_dir, workdir, process_id, num_processes, port, *steps = argv
   import jax  # pylint: disable=g-import-not-at-top
   jax.distributed.initialize(f"localhost:{port}", int(num_processes), int(process_id))
   from bigbigan import distributed, train  # pylint: disable=g-import-not-at-top
   # As bigbigan.main runs a job: every process leaves together through JAX's shutdown
   # barrier, or all stop within the peer timeout when one fails or dies.
-  with distributed.supervised(peer_timeout_seconds=PEER_TIMEOUT_SECONDS), \
-      mock_data(metadata_dir):
+  with distributed.supervised(peer_timeout_seconds=PEER_TIMEOUT_SECONDS):
     # No probe: its L-BFGS over gloo collectives takes minutes on a 2-core machine.
     if model == "bigan":
-      train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False), workdir)
+      train.train_and_evaluate(tiny_mnist_config(eval_linear_probe=False, data_dir=data_dir),
+                             workdir)
     else:
       total_steps, start_step = map(int, steps)
-      config = tiny_bigbigan_config(total_steps=total_steps, eval_metrics=())
+      config = tiny_bigbigan_config(data_dir=data_dir, total_steps=total_steps,
+                                    eval_metrics=())
       train.train_and_evaluate(config, workdir, train_batches=fixed_image_batches(
           config, start_step, jax.process_index(), jax.process_count()))
 

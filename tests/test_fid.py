@@ -185,7 +185,7 @@ def test_a_cache_file_of_another_key_is_recomputed(tmp_path):
 
 
 def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_change(
-    metadata_dir, tmp_path):
+    mnist_dir, tmp_path):
   """FrechetInceptionDistance._reference_statistics with a fake Inception: only a change of
   what the statistics depend on computes them again."""
   # pylint: disable=g-import-not-at-top
@@ -200,7 +200,7 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
   computed = []
 
   def reference(**overrides):
-    config = tiny_bigbigan_config(**{"data_dir": str(metadata_dir), "fid_samples": 11,
+    config = tiny_bigbigan_config(**{"data_dir": str(mnist_dir), "fid_samples": 11,
                                      "inception_weights": str(weights), **overrides})
     # A fresh evaluator each time, as a new training run or bigbigan.evaluate has; only the
     # parts _reference_statistics uses, and an Inception that needs no weights.

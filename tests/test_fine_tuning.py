@@ -113,8 +113,8 @@ def test_first_update_receives_the_bundles_networks_and_a_fresh_optimizer(
 
 @pytest.mark.parametrize("field, value", [("generator__ch", 8), ("encoder__head_width", 16)])
 def test_a_bundle_that_does_not_fit_is_refused_before_anything_is_written(
-    tiny_bundle, metadata_dir, tmp_path, field, value):
-  config = _run_config(tiny_bundle, metadata_dir, init_from=str(tiny_bundle["bundle"]),
+    tiny_bundle, mnist_dir, tmp_path, field, value):
+  config = _run_config(tiny_bundle, mnist_dir, init_from=str(tiny_bundle["bundle"]),
                        **{field: value})
   workdir = tmp_path / "run"
   with pytest.raises(ConfigError) as error:
@@ -131,9 +131,9 @@ def test_a_bundle_that_does_not_fit_is_refused_before_anything_is_written(
 
 
 def test_a_missing_bundle_is_refused_and_an_existing_workdir_left_alone(
-    tiny_bundle, metadata_dir, tmp_path):
+    tiny_bundle, mnist_dir, tmp_path):
   missing = tmp_path / "no_bundle"
-  config = _run_config(tiny_bundle, metadata_dir, init_from=str(missing))
+  config = _run_config(tiny_bundle, mnist_dir, init_from=str(missing))
   workdir = tmp_path / "run"
   with pytest.raises(BundleError) as error:
     train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
@@ -181,8 +181,8 @@ def test_a_run_with_checkpoints_resumes_and_ignores_init_from(tiny_bundle, mock_
 
 
 def test_a_config_without_encoder_takes_the_bundles_generator_only(tiny_bundle,
-                                                                   metadata_dir):
-  config = _run_config(tiny_bundle, metadata_dir, seed=1, encoder__kind="none",
+                                                                   mnist_dir):
+  config = _run_config(tiny_bundle, mnist_dir, seed=1, encoder__kind="none",
                        init_from=str(tiny_bundle["bundle"]))
   source = fine_tuning.read_checked(config)
   assert set(source.weights) == {"generator"}
@@ -203,7 +203,7 @@ def test_a_config_without_encoder_takes_the_bundles_generator_only(tiny_bundle,
   _assert_equal_trees(state.ema["generator"], source.weights["generator"]["params"], "ema")
 
 
-def _main(workdir, metadata_dir, init_from, overrides):
+def _main(workdir, mnist_dir, init_from, overrides):
   """`python -m bigbigan.main` with configs/bigbigan_base.py:tiny as the mock's data allows."""
   fields = {"init_from": init_from,
             # The tiny bundle's networks (tests/mnist_mock.tiny_bigbigan_config).
@@ -213,7 +213,7 @@ def _main(workdir, metadata_dir, init_from, overrides):
             "probe_train_split": "train[8:]", "knn_train_split": "train[8:]",
             "probe_train_val_split": "train[:8]",
             # The mock's metadata, where TFDS looks.
-            "data_dir": metadata_dir, **overrides}
+            "data_dir": mnist_dir, **overrides}
   command = [sys.executable, "-m", "bigbigan.main", "--config=configs/bigbigan_base.py:tiny",
              f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in fields.items())]
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}  # One CPU device, as a user's laptop has.
@@ -226,10 +226,10 @@ def _error_lines(result):
 
 
 @pytest.mark.slow
-def test_main_refuses_a_bundle_that_does_not_fit_in_one_line(tiny_bundle, metadata_dir,
+def test_main_refuses_a_bundle_that_does_not_fit_in_one_line(tiny_bundle, mnist_dir,
                                                              tmp_path):
   workdir = tmp_path / "run"
-  result = _main(workdir, metadata_dir, tiny_bundle["bundle"], {"generator.ch": 8})
+  result = _main(workdir, mnist_dir, tiny_bundle["bundle"], {"generator.ch": 8})
   assert result.returncode == 1, result.stderr[-3000:]
   assert _error_lines(result) == [result.stderr.strip().splitlines()[-1]]
   assert _error_lines(result)[0].startswith(
@@ -238,7 +238,7 @@ def test_main_refuses_a_bundle_that_does_not_fit_in_one_line(tiny_bundle, metada
   assert "generator.ch=4 (this config: 8)" in result.stderr
   assert not workdir.exists()
 
-  missing = _main(workdir, metadata_dir, tmp_path / "no_bundle", {})
+  missing = _main(workdir, mnist_dir, tmp_path / "no_bundle", {})
   assert missing.returncode == 1, missing.stderr[-3000:]
   assert _error_lines(missing) == [
       f"bigbigan: error: config.init_from: bundle {tmp_path / 'no_bundle'} not found: pass "

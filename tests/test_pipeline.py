@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bigbigan.data import mnist
 from bigbigan.data import pipeline
@@ -113,6 +114,53 @@ def test_resumed_iterator_yields_the_batches_of_an_uninterrupted_one(mock_mnist)
 
   assert order(0) == ids_of(np.concatenate([batch["image"] for batch in uninterrupted[:8]]))
   assert order(1) != order(0)
+
+
+def test_every_epoch_reads_the_shards_in_a_fresh_order(mock_mnist):
+  # A buffer of 1 shuffles nothing, so each epoch is the 4 shards of 5 (tests/mnist_mock.py)
+  # one after another, each in its file order: a batch of 5 is one shard.
+  batches = take(pipeline.train_batches("mnist", "train", 5, seed=0,
+                                        preprocess=mnist.mnist_preprocess(),
+                                        shuffle_buffer_size=1), 4 * 8)
+  shards = []
+  for batch in batches:
+    ids = ids_of(batch["image"])
+    assert ids == list(range(ids[0], ids[0] + 5)) and ids[0] % 5 == 0, ids
+    shards.append(ids[0] // 5)
+  epochs = [tuple(shards[i:i + 4]) for i in range(0, len(shards), 4)]
+  assert all(sorted(epoch) == [0, 1, 2, 3] for epoch in epochs), epochs
+  assert len(set(epochs)) > 1, f"every epoch read the shards in the order {epochs[0]}"
+
+
+def _counted_shards(count, size, reads):
+  """`count` shards of `size` consecutive integers; `reads` gets every integer read."""
+  def record(value):
+    reads.append(int(value))
+    return value
+
+  def read(j):
+    return tf.data.Dataset.range(j * size, (j + 1) * size).map(
+        lambda value: tf.py_function(record, [value], tf.int64))
+  return pipeline.Shards(np.full(count, size, np.int64), read)
+
+
+def test_a_resume_reads_the_window_it_starts_in_and_nothing_before():
+  # 20 shards of 50 in windows of 2 (a buffer of 100): a resume in the middle of a window
+  # reads that window alone, where it used to read the epoch up to its start and a buffer.
+  def stream(first, count, reads):
+    examples = pipeline.shuffled_stream(_counted_shards(20, 50, reads), seed=3, first=first,
+                                        shuffle_buffer_size=100)
+    return [int(x) for x in examples.take(count).as_numpy_iterator()]
+
+  uninterrupted = stream(0, 3000, [])
+  assert sorted(uninterrupted[:1000]) == list(range(1000))  # Epoch 0: every example once.
+  assert uninterrupted[1000:2000] != uninterrupted[:1000]
+  for first in (525, 1000 + 310, 2000 + 999):
+    reads = []
+    assert stream(first, 1, reads) == [uninterrupted[first]]
+    assert len(reads) <= 100, (first, len(reads))
+    # What it read is the shards of that window in that epoch's order.
+    assert set(reads) == set(uninterrupted[first - first % 100:][:100]), first
 
 
 def test_dataset_that_is_not_prepared_raises_a_one_line_error(tmp_path):

@@ -5,12 +5,10 @@ evaluation splits that share examples with the splits a model or probe learns fr
 import os
 import subprocess
 import sys
-from unittest import mock
 
 import pytest
 import tensorflow_datasets as tfds
 
-import mnist_mock
 from bigbigan import train
 from bigbigan.config_files import load_config
 from bigbigan.data import pipeline
@@ -27,8 +25,7 @@ FULL_SIZES = {"train": 60_000, "test": 10_000}
 def full_metadata_dir(tmp_path_factory):
   """A TFDS data_dir with the metadata (no data) of an MNIST of the real split sizes."""
   data_dir = tmp_path_factory.mktemp("tfds_full")
-  with mock.patch.dict(mnist_mock.SPLIT_SIZES, FULL_SIZES):
-    mnist_mock.write_metadata(str(data_dir))
+  _write_metadata(str(data_dir), "mnist", FULL_SIZES)
   return str(data_dir)
 
 
@@ -72,8 +69,8 @@ def test_split_ranges_refuse_what_cannot_be_read(full_metadata_dir, spec, reason
     split_ranges(splits, spec)
 
 
-def test_a_missing_split_names_the_field_and_the_dataset_splits(metadata_dir):
-  message = _refusal(tiny_mnist_config(data_dir=str(metadata_dir), eval_split="validation"))
+def test_a_missing_split_names_the_field_and_the_dataset_splits(mnist_dir):
+  message = _refusal(tiny_mnist_config(data_dir=str(mnist_dir), eval_split="validation"))
   assert message.startswith("config.eval_split='validation' cannot be read from mnist: there "
                             "is no split 'validation' (mnist's splits: ")
   assert "train, 20 examples" in message and "test, 11 examples" in message
@@ -86,8 +83,8 @@ def test_a_missing_split_names_the_field_and_the_dataset_splits(metadata_dir):
     ("fid_reference_split", "validation", "there is no split 'validation'"),
     ("train_split", "", "must be a TFDS split such as 'train'"),
 ])
-def test_every_split_field_is_checked(metadata_dir, field, spec, reason):
-  message = _refusal(tiny_bigbigan_config(data_dir=str(metadata_dir), **{field: spec}))
+def test_every_split_field_is_checked(mnist_dir, field, spec, reason):
+  message = _refusal(tiny_bigbigan_config(data_dir=str(mnist_dir), **{field: spec}))
   assert message.startswith(f"config.{field}={spec!r}") and reason in message
 
 
@@ -123,7 +120,7 @@ def test_the_mnist_eval_split_must_not_be_trained_on(full_metadata_dir):
                             "share examples 0..999 of split 'train'")
 
 
-def test_disjoint_and_shared_training_splits_are_accepted(full_metadata_dir, metadata_dir):
+def test_disjoint_and_shared_training_splits_are_accepted(full_metadata_dir, mnist_dir):
   # The shipped tiny config: k-NN searches the probe's training images, FID's reference is
   # the test split the probe is evaluated on; neither is an overlap that matters.
   config = load_config(f"{REPO}/configs/bigbigan_base.py:tiny")
@@ -136,13 +133,13 @@ def test_disjoint_and_shared_training_splits_are_accepted(full_metadata_dir, met
       data_dir=full_metadata_dir, probe_train_split="train[20%:]+test[5000:]",
       probe_train_val_split="train[:20%]", eval_split="test[:5000]",
       knn_train_split="train[20%:50%]"))
-  validate_splits(tiny_bigbigan_config(data_dir=str(metadata_dir)))
+  validate_splits(tiny_bigbigan_config(data_dir=str(mnist_dir)))
   for variant in ("paper", "conditional,fast"):
     validate_splits(tiny_mnist_config(variant, data_dir=full_metadata_dir))
 
 
 def _write_metadata(data_dir: str, dataset: str, sizes: dict) -> None:
-  """TFDS metadata (no data) of `dataset` with splits of `sizes`, as tests/mnist_mock.py's."""
+  """TFDS metadata (no data) of `dataset` with splits of `sizes`: what split checks read."""
   builder = tfds.builder(dataset, data_dir=data_dir)
   builder.info.set_splits(tfds.core.SplitDict([
       tfds.core.SplitInfo(name=name, shard_lengths=[size], num_bytes=0,
@@ -181,13 +178,13 @@ def test_the_trainer_refuses_a_missing_split_before_writing(mock_mnist, tmp_path
 
 
 @pytest.mark.slow
-def test_main_refuses_a_missing_split_in_one_line(metadata_dir, tmp_path):
+def test_main_refuses_a_missing_split_in_one_line(mnist_dir, tmp_path):
   # The check reads only the dataset's metadata, so the CLI in a subprocess sees the
   # mock's (TFDS's mock of the examples patches only the process that enters it).
   workdir = tmp_path / "run"
   result = subprocess.run(
       [sys.executable, "-m", "bigbigan.main", "--config=configs/mnist_bigan.py:smoke",
-       f"--workdir={workdir}", f"--config.data_dir={metadata_dir}",
+       f"--workdir={workdir}", f"--config.data_dir={mnist_dir}",
        "--config.eval_split=validation"],
       cwd=REPO, env={**os.environ, "XLA_FLAGS": FAST_COMPILE}, capture_output=True, text=True,
       timeout=300)

@@ -18,7 +18,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec
 
-from bigbigan import families, sharding
+from bigbigan import families, memory_plan, sharding
 from bigbigan.families import bigbigan_update
 from bigbigan.state import averaged_params
 from mnist_mock import tiny_bigbigan_config
@@ -107,9 +107,6 @@ def test_the_split_changes_no_number_and_an_eighth_of_its_bytes_stays(monkeypatc
                           jax.tree.leaves(results["replicated"])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=jax.tree_util.keystr(path))
 
-  split_bytes = sum(leaf.size * leaf.dtype.itemsize
-                    for path, leaf in jax.tree_util.tree_leaves_with_path(initial)
-                    if sharding.is_split_field(path)
-                    and sharding.split_axis(leaf.shape, mesh.size) is not None)
-  print("argument bytes per device:", arguments, "split leaves' bytes:", split_bytes)
-  assert arguments["replicated"] - arguments["split"] == split_bytes * 7 // 8
+  kept = {devices: memory_plan.per_device_state_bytes(initial, devices) for devices in (1, 8)}
+  print("argument bytes per device:", arguments, "state bytes per device:", kept)
+  assert arguments["replicated"] - arguments["split"] == kept[1] - kept[8]

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags
 
 import bigbigan
@@ -129,40 +128,38 @@ def test_trains_and_evaluates_against_the_random_encoder(mock_mnist, tmp_path):
   assert not np.allclose(expected["avepool_feat"], fns.encode(initial, x)["avepool_feat"])
 
 
-def _class_template_as_dataset(self, split, **kwargs):
-  """The mock's examples (tests/mnist_mock.py) with each image replaced by its class's
+def _class_template(example_id: int) -> np.ndarray:
+  """The image of the small MNIST's example (tests/mnist_mock.py) replaced by its class's
   template: all images of a class are equal, so an encoder whose features tell the 10
   templates apart gets every cosine 1-NN right."""
-  templates = tf.constant(np.random.default_rng(0).integers(
-      0, 256, (10,) + mnist_mock.IMAGE_SHAPE, dtype=np.uint8))
-  return mnist_mock.mock_as_dataset(self, split, **kwargs).map(
-      lambda example: {"image": tf.gather(templates, example["label"]),
-                       "label": example["label"]})
+  templates = np.random.default_rng(0).integers(0, 256, (10,) + mnist_mock.IMAGE_SHAPE,
+                                                dtype=np.uint8)
+  return templates[mnist_mock.mock_label(example_id)]
 
 
 @pytest.mark.slow  # The evaluation suite's compilations: about 30 s on 2 CPU cores.
-def test_random_init_reference_is_the_initial_encoders(metadata_dir, tmp_path):
+def test_random_init_reference_is_the_initial_encoders(tmp_path):
   # On class templates the random encoder's 1-NN is exactly right (11 of 11), and an
   # encoder whose features are all 0 exactly wrong but once: every neighbour is a tie, won
   # by the first row of knn_train_split (train[8:], label 8), and 1 of the 11 test labels
   # is 8. Evaluating the blind encoder, the random-init reference must stay 11 of 11.
-  config = tiny_bigbigan_config(data_dir=str(metadata_dir), eval_metrics=("knn",))
+  mnist_mock.write_dataset(str(tmp_path / "tfds"), image_of=_class_template)
+  config = tiny_bigbigan_config(data_dir=str(tmp_path / "tfds"), eval_metrics=("knn",))
   mesh = sharding.make_mesh()
   networks = bigbigan_family.build_networks(config)
-  with mnist_mock.mock_data(metadata_dir, as_dataset_fn=_class_template_as_dataset):
-    data = bigbigan_family.make_data(config, mesh)
-    for_inference = data.make_inference_state_fn(networks)
-    initial = jax.jit(bigbigan_family.state_initializer(config, networks),
-                      out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-    blind = for_inference(initial.replace(ema={
-        **initial.ema, "encoder": jax.tree.map(jnp.zeros_like, initial.ema["encoder"])}))
-    evaluation = _evaluation(config, mesh, str(tmp_path), data, networks)
-    predict = bigbigan_family.make_predict_fns(config, networks, mesh)
-    found = evaluation.run(predict, blind, 1)
-    assert found["knn_1_accuracy_cosine"] == 1 / 11
-    assert found["knn_1_accuracy_cosine_random_init"] == 1.0
-    # The reference is the evaluation of the initial state itself.
-    assert evaluation.run(predict, for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
+  data = bigbigan_family.make_data(config, mesh)
+  for_inference = data.make_inference_state_fn(networks)
+  init, _ = families.jitted_initializer(config, networks, mesh)
+  initial = init(jax.random.PRNGKey(config.seed))
+  blind = for_inference(initial.replace(ema={
+      **initial.ema, "encoder": jax.tree.map(jnp.zeros_like, initial.ema["encoder"])}))
+  evaluation = _evaluation(config, mesh, str(tmp_path), data, networks)
+  predict = bigbigan_family.make_predict_fns(config, networks, mesh)
+  found = evaluation.run(predict, blind, 1)
+  assert found["knn_1_accuracy_cosine"] == 1 / 11
+  assert found["knn_1_accuracy_cosine_random_init"] == 1.0
+  # The reference is the evaluation of the initial state itself.
+  assert evaluation.run(predict, for_inference(initial), 2)["knn_1_accuracy_cosine"] == 1.0
 
 
 @pytest.mark.slow(seconds=80)
@@ -214,7 +211,7 @@ def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
 
 
 @pytest.mark.slow(seconds=130)
-def test_two_processes_equal_one_process(metadata_dir, tmp_path):
+def test_two_processes_equal_one_process(mnist_dir, tmp_path):
   """jax.distributed over 2 local processes x 2 devices: 3 steps and a checkpoint; the losses
   equal a 1-process run with the same global batches. (A multi-process resume is tested on
   the MLP models, tests/test_train.py: the checkpointing code is shared.) The 1-process run
@@ -225,15 +222,14 @@ def test_two_processes_equal_one_process(metadata_dir, tmp_path):
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
   port = free_port()
   run_processes([(f"process_{i}",
-                  [sys.executable, script, "bigbigan", str(metadata_dir), str(tmp_path / "multi"),
+                  [sys.executable, script, "bigbigan", str(mnist_dir), str(tmp_path / "multi"),
                    str(i), "2", str(port), "3", "0"], env) for i in range(2)], tmp_path)
   assert _steps(tmp_path / "multi") == [2, 3]
 
-  config = tiny_bigbigan_config(data_dir=str(metadata_dir), total_steps=3,
+  config = tiny_bigbigan_config(data_dir=str(mnist_dir), total_steps=3,
                                 eval_metrics=())
-  with mnist_mock.mock_data(metadata_dir):
-    train.train_and_evaluate(config, str(tmp_path / "single"),
-                             train_batches=fixed_image_batches(config, 0))
+  train.train_and_evaluate(config, str(tmp_path / "single"),
+                           train_batches=fixed_image_batches(config, 0))
   multi, single = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
   assert [r["step"] for r in multi] == [r["step"] for r in single] == [1, 2, 3]
   # Reductions over 2 processes and over 1 sum in different orders. The first steps agree to

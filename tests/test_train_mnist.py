@@ -140,7 +140,7 @@ def test_missing_dataset_gives_the_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
+def test_two_processes_train_and_evaluate(mnist_dir, tmp_path):
   """Pipeline, training and evaluation (collectives, masks, gathers) across 2 processes.
 
   Each process reads its own half of the training split, so the training batches differ
@@ -151,7 +151,7 @@ def test_two_processes_train_and_evaluate(metadata_dir, tmp_path):
   script = str(REPO / "tests" / "mnist_mock.py")
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_COMPILE}",
          "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-  run_processes([(f"process_{i}", [sys.executable, script, "bigan", str(metadata_dir),
+  run_processes([(f"process_{i}", [sys.executable, script, "bigan", str(mnist_dir),
                                    str(tmp_path / "run"), str(i), "2", str(port)], env)
                  for i in range(2)], tmp_path)
 

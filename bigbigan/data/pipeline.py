@@ -6,9 +6,12 @@ them into global device arrays with `bigbigan.sharding.to_global_batch`. Images 
 the way to the device (a quarter of the bytes of float32) and are normalised there.
 
 Training batches are a pure function of (dataset, split, seed, step): the stream of examples
-is a concatenation of epochs, each shuffled with a seed derived from (seed, epoch), so a run
-resumed at `start_step` sees exactly the batches an uninterrupted one would, and resuming
-reads at most one epoch to get there.
+is a concatenation of epochs. Each epoch reads the split's shards (TFDS's files, or blocks
+of a folder's files) in an order drawn from (seed, epoch), a window of consecutive shards
+at a time (`shuffle_buffer_size` examples or so), each window shuffled with a seed drawn
+from (seed, epoch, window). So every epoch is a fresh order across files, not only within
+a shuffle buffer, and a run resumed at `start_step` sees exactly the batches an
+uninterrupted one would, reading one window (not the epoch) to get there.
 
 Evaluation batches visit every example of a split exactly once over all processes; every
 process yields the same number of batches (the count comes from the split sizes in the
@@ -28,6 +31,7 @@ TensorFlow only runs the input pipeline, on the CPU: the iterators hide GPUs and
 it so that it does not take accelerator memory from JAX.
 """
 
+import dataclasses
 import math
 from typing import Callable, Iterator
 
@@ -217,35 +221,20 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
   is_folder = isinstance(builder, folder.FolderDataset)
   # drop_remainder: every process gets the same number of examples per epoch.
   process_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
-  examples_per_epoch = builder.info.splits[process_split].num_examples
-  if examples_per_epoch == 0:
+  if builder.info.splits[process_split].num_examples == 0:
     raise ConfigError(f"split '{split}' of '{dataset}' has too few examples to give each of "
                       f"{process_count} processes one")
   if is_folder:
     builder.check_decodes(process_split)
 
-  # Files in one fixed order (seeded, not reshuffled): every epoch then starts from the same
-  # input stream, so its order depends on its own shuffle seed alone, whatever ran before.
-  read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
-                                options=_options())
-  examples, load = _read(builder, process_split, shuffle_files=True, read_config=read_config)
+  first = start_step * local_batch_size  # This process's examples before `start_step`.
+  examples = shuffled_stream(training_shards(builder, process_split), seed, first,
+                             shuffle_buffer_size)
+  # Reading a folder's file, like decoding, comes after the shuffle and the resume's skip.
+  load = builder.load if is_folder else lambda example: example
 
-  def shuffled_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_seed = tf.random.stateless_uniform(
-        [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), minval=None, maxval=None,
-        dtype=tf.int64)
-    # Each epoch has its own seed, so a fresh order per epoch without relying on how many
-    # times this dataset was iterated before (which a resumed run does not know).
-    return examples.shuffle(shuffle_buffer_size, seed=epoch_seed, reshuffle_each_iteration=False)
-
-  # Resuming skips whole epochs for free and at most one epoch of examples; reading a
-  # folder's files and decoding run after the skip, so skipped examples cost next to nothing.
-  first_epoch, examples_into_epoch = divmod(start_step * local_batch_size, examples_per_epoch)
-  ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled_epoch)
-  ds = ds.skip(examples_into_epoch)
   # Each example's place in the stream of all processes, STREAM_INDEX_KEY, seeds its random
   # augmentations (data/images.py): a resumed run draws the same ones.
-  first = first_epoch * examples_per_epoch + examples_into_epoch
 
   def prepared(index: tf.Tensor, example: Example) -> Example:
     stream_index = index * process_count + process_index
@@ -253,7 +242,7 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
     # A folder's examples keep their index past `ignore_errors`, to count what it drops.
     return {**features, STREAM_INDEX_KEY: stream_index} if is_folder else features
 
-  ds = ds.enumerate(start=first).map(prepared, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = examples.enumerate(start=first).map(prepared, num_parallel_calls=tf.data.AUTOTUNE)
   if is_folder:
     ds = ds.ignore_errors()  # Files that do not read or decode (data/folder.py).
   ds = ds.batch(local_batch_size, drop_remainder=True)
@@ -262,6 +251,107 @@ def train_batches(dataset: str, split: str, global_batch_size: int, seed: int,
     return _counting_skipped_training(ds.as_numpy_iterator(), dataset, process_count,
                                       first * process_count + process_index)
   return ds.as_numpy_iterator()
+
+
+# ---------------------------------------------------------------------------------------
+# The training stream: shards in a fresh order every epoch, shuffled a window at a time.
+
+# A folder's training shard: this many consecutive files of its (sorted) listing.
+FOLDER_SHARD_FILES = 1024
+_RNG = "philox"  # TensorFlow's stateless random ops, named so no device picks another.
+
+
+@dataclasses.dataclass(frozen=True)
+class Shards:
+  """A split's examples as shards, each read whole and in its own order: `read(j)` (j a
+  scalar int64 tensor) gives shard j's `sizes[j]` examples as stored."""
+  sizes: np.ndarray
+  read: Callable[[tf.Tensor], tf.data.Dataset]
+
+
+def training_shards(builder, split) -> Shards:
+  """`split`'s shards: TFDS's files (the file instructions `as_dataset` reads, a slice's
+  part of each), or blocks of FOLDER_SHARD_FILES files of a folder.
+
+  Raises:
+    DatasetError: a TFDS dataset prepared in another file format than TFRecord.
+  """
+  if isinstance(builder, folder.FolderDataset):
+    paths, labels = builder.files(split)
+    paths, labels = tf.constant(paths.astype(str), tf.string), tf.constant(labels)
+    sizes = np.diff(np.minimum(np.arange(0, len(labels) + FOLDER_SHARD_FILES,
+                                         FOLDER_SHARD_FILES), len(labels)))
+
+    def read_files(j: tf.Tensor) -> tf.data.Dataset:
+      block = slice(j * FOLDER_SHARD_FILES, (j + 1) * FOLDER_SHARD_FILES)
+      return tf.data.Dataset.from_tensor_slices({folder.PATH_KEY: paths[block],
+                                                 "label": labels[block]})
+    return Shards(sizes[sizes > 0], read_files)
+
+  file_format = builder.info.file_format
+  if file_format not in (None, tfds.core.FileFormat.TFRECORD):
+    raise DatasetError(
+        f"dataset '{builder.info.full_name}' is prepared as {file_format.value}: training "
+        f"reads TFRecord shards; prepare it again with `tfds build {builder.info.name} "
+        "--file_format=tfrecord`")
+  instructions = builder.info.splits[split].file_instructions
+  files = tf.constant([i.filename for i in instructions], tf.string)
+  skips = tf.constant([i.skip for i in instructions], tf.int64)
+  takes = tf.constant([i.take for i in instructions], tf.int64)
+  features, decoders = builder.info.features, late_decoders(builder)
+
+  def read_records(j: tf.Tensor) -> tf.data.Dataset:
+    records = tf.data.TFRecordDataset(files[j]).skip(skips[j]).take(takes[j])
+    return records.map(lambda record: features.deserialize_example(record, decoders=decoders))
+  return Shards(np.array([i.take for i in instructions], np.int64), read_records)
+
+
+def shuffled_stream(shards: Shards, seed: int, first: int, shuffle_buffer_size: int
+                    ) -> tf.data.Dataset:
+  """The endless stream of `shards`' examples from its `first` on: epoch after epoch, each
+  reading the shards in an order drawn from (seed, epoch), a window of consecutive shards
+  at a time (about `shuffle_buffer_size` examples), each window shuffled by a buffer of
+  that size with a seed drawn from (seed, epoch, window).
+
+  A function of (seed, position) alone, so a resumed stream (`first` > 0) is the tail of an
+  uninterrupted one; to get there it reads the window it starts in, up to `first` and a
+  buffer past it, and nothing before (no earlier shard, no earlier epoch).
+  """
+  count = len(shards.sizes)
+  per_window = max(1, round(shuffle_buffer_size / float(np.mean(shards.sizes))))
+  windows = -(-count // per_window)
+  key = tf.constant([seed, 0], tf.int64)
+
+  def epoch_key(epoch) -> tf.Tensor:
+    # int64 whether `epoch` comes from a Dataset.range or from Python: the fold-in's value
+    # depends on the type of what it folds in.
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(epoch, tf.int64), alg=_RNG)
+
+  def order(epoch) -> tf.Tensor:
+    return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64),
+                                                    seed=epoch_key(epoch), alg=_RNG)
+
+  def window(epoch, index) -> tf.data.Dataset:
+    members = order(epoch)[index * per_window:(index + 1) * per_window]
+    window_seed = tf.random.stateless_uniform(
+        [], seed=tf.random.experimental.stateless_fold_in(epoch_key(epoch), index, alg=_RNG),
+        minval=None, maxval=None, dtype=tf.int64, alg=_RNG)
+    return (tf.data.Dataset.from_tensor_slices(members).flat_map(shards.read)
+            .shuffle(shuffle_buffer_size, seed=window_seed, reshuffle_each_iteration=False))
+
+  def epoch_examples(epoch, first_window=0) -> tf.data.Dataset:
+    return tf.data.Dataset.range(first_window, windows).flat_map(
+        lambda index: window(epoch, index))
+
+  # The window the stream starts in, from the sizes of the epoch's shards in its order.
+  epoch, into_epoch = divmod(first, int(np.sum(shards.sizes)))
+  ends = np.cumsum(np.add.reduceat(shards.sizes[order(epoch).numpy()],
+                                   np.arange(0, count, per_window)))
+  start_window = int(np.searchsorted(ends, into_epoch, side="right"))
+  into_window = into_epoch - (int(ends[start_window - 1]) if start_window else 0)
+  later_epochs = tf.data.Dataset.range(epoch + 1, np.iinfo(np.int64).max).flat_map(
+      epoch_examples)
+  return epoch_examples(epoch, start_window).skip(into_window).concatenate(later_epochs)
 
 
 def _counting_skipped_training(batches: Iterator[dict[str, np.ndarray]], dataset: str,
