@@ -13,6 +13,7 @@ good to a few hundred records. Prints one row per start.
 """
 
 import argparse
+import os
 import pathlib
 import tempfile
 import time
@@ -43,7 +44,7 @@ def write_dataset(data_dir: str, shards: int, shard_examples: int) -> float:
       name="train", shard_lengths=[shard_examples] * shards, num_bytes=0,
       filename_template=template)]))
   builder.info.write_to_directory(builder.data_path)
-  total = sum(path.stat().st_size for path in builder.data_path.glob("*.tfrecord-*"))
+  total = sum(os.path.getsize(path) for path in builder.data_path.glob("*.tfrecord-*"))
   return total / (shards * shard_examples)
 
 

@@ -142,10 +142,12 @@ def memory_analysis(config) -> dict:
                             - figures["alias_bytes"] + figures["temp_bytes"])
   figures["flops"] = xla_flops(compiled)
   per_device_batch = config.batch_size // mesh.devices.size
-  saved = saved_activation_bytes(config, per_device_batch)
+  # A network keeps the activations of one micro-batch at a time (gradient accumulation).
+  rows = per_device_batch // config.get("accumulation_steps", 1)
+  saved = saved_activation_bytes(config, rows)
   without_remat = config.copy_and_resolve_references()
   without_remat.remat = "none"
-  saved_without_remat = saved_activation_bytes(without_remat, per_device_batch)
+  saved_without_remat = saved_activation_bytes(without_remat, rows)
   return {"device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
           "batch_size": config.batch_size, "per_device_batch": per_device_batch,
           "d_steps": config.d_steps, "compute_dtype": config.compute_dtype,
