@@ -104,8 +104,8 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   config.init_from = ""
   # Gradient accumulation: each D step and the E/G step run their batch_size (2048) as this
   # many micro-batches, split over all devices, and update once with the mean gradient, so
-  # the paper's batch fits fewer or smaller accelerators (--config.accumulation_steps=8 on
-  # one 8-GPU host: 32 images per GPU at a time). BatchNorm then normalises each micro-batch
+  # the paper's batch fits fewer or smaller accelerators (launch/README.md, "Memory plans":
+  # revnet4x on 8 x H100 takes 2 with remat "blocks"). BatchNorm then normalises each micro-batch
   # by its own statistics and the running averages take the micro-batches' updates in order;
   # spectral norm still advances once per update (families/bigbigan_update.py). 1: the whole batch.
   config.accumulation_steps = 1
