@@ -110,7 +110,16 @@ def run_network(module, network: NetworkState, params, *inputs, rngs=None,
                               spectral=mutated.get(SPECTRAL, network.spectral))
 
 
-def _update(network: NetworkState, grads, tx: optax.GradientTransformation) -> NetworkState:
+def _update(network: NetworkState, grads, tx: optax.GradientTransformation,
+            mesh: Mesh) -> NetworkState:
+  # The gradients and params enter the optimizer whole on every device. Left free, XLA's
+  # partitioner carries the split layout of Adam's moments (sharding.state_shardings) back
+  # through the gradients into D's MLP activations, and reshards them with all-to-alls
+  # and collective-permutes (9 and 3 in the full-size update); whole, each device updates
+  # its slice of the moments from the all-reduced gradient with no other collective.
+  whole = sharding.replicated(mesh)
+  grads = jax.lax.with_sharding_constraint(grads, whole)
+  network = network.replace(params=jax.lax.with_sharding_constraint(network.params, whole))
   updates, opt_state = tx.update(grads, network.opt_state, network.params)
   return network.replace(params=optax.apply_updates(network.params, updates),
                          opt_state=opt_state)
@@ -299,16 +308,16 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
 
   def d_step(state: TrainState, batch):
     state, grads, metrics = accumulate(d_micro_step, state, batch)
-    discriminator = _update(state.discriminator, grads, optimizers["discriminator"])
+    discriminator = _update(state.discriminator, grads, optimizers["discriminator"], mesh)
     metrics["d_grad_norm"] = optax.tree.norm(grads)
     return state.replace(discriminator=discriminator), metrics
 
   def eg_step(state: TrainState, batch):
     state, grads, metrics = accumulate(eg_micro_step, state, batch)
-    generator = _update(state.generator, grads["generator"], optimizers["generator"])
+    generator = _update(state.generator, grads["generator"], optimizers["generator"], mesh)
     encoder = state.encoder
     if has_encoder:
-      encoder = _update(encoder, grads["encoder"], optimizers["encoder"])
+      encoder = _update(encoder, grads["encoder"], optimizers["encoder"], mesh)
     metrics["eg_grad_norm"] = optax.tree.norm(grads)
     return state.replace(generator=generator, encoder=encoder), metrics
 
