@@ -23,7 +23,6 @@ CPU compile; docs/benchmarks.md, "Memory plans", holds them. About 90 s a compil
 
 import argparse
 import json
-import math
 import os
 import sys
 

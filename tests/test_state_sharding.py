@@ -10,7 +10,6 @@ A checkpoint written on 8 devices restoring on 1 and 2 is test_train_bigbigan.py
 test_resumed_run_equals_uninterrupted_run.
 """
 
-import operator
 
 import jax
 import numpy as np
