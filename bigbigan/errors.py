@@ -27,3 +27,8 @@ class BundleError(BigBiganError, ValueError):
 
 class InputError(BigBiganError, ValueError):
   """Inputs to a loaded model have the wrong shape, dtype or range."""
+
+
+class WeightsFileError(BigBiganError, ValueError):
+  """A weights file the evaluation needs (the FID Inception's) is missing, truncated or of
+  another format."""

@@ -135,11 +135,16 @@ def describe_finished_run(workdir: str) -> str:
   lines = [f"Finished at step {step:,}."]
   compared = sorted(name for name in metrics if f"{name}_random_init" in metrics)
   if compared:
-    lines.append("The EMA encoder (standing statistics) against its random initialisation:")
+    lines.append("The EMA networks (standing statistics) against their random initialisation:"
+                 if "fid" in compared else
+                 "The EMA encoder (standing statistics) against its random initialisation:")
     width = max(len(name) for name in compared)
     lines.append(f"  {'metric':<{width}}  learned  random init")
+    # Accuracies are fractions, shown as percentages; FID is a distance.
+    def cell(name):
+      return f"{metrics[name]:7.2f}" if name.startswith("fid") else f"{metrics[name]:7.2%}"
     for name in compared:
-      lines.append(f"  {name:<{width}}  {metrics[name]:7.2%}  {metrics[name + '_random_init']:7.2%}")
+      lines.append(f"  {name:<{width}}  {cell(name)}  {cell(name + '_random_init')}")
   directory = epath.Path(workdir)
   figures = sorted(p.name for p in directory.glob(f"*{step:07d}.png")) or sorted(
       p.name for p in directory.glob(f"*_{step}.png"))

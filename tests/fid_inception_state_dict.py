@@ -1,5 +1,5 @@
 """pytorch-fid's FID Inception state dict, tabulated, for tests/test_inception.py and
-tests/test_torch_weights.py.
+tests/test_inception_weights.py.
 
 The table is written here from torchvision's Inception-v3 definition (not generated from
 the Flax module), so that it checks the network and the converter independently.

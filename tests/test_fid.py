@@ -186,7 +186,7 @@ def test_a_cache_file_of_another_key_is_recomputed(tmp_path):
 
 def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_change(
     mnist_dir, tmp_path):
-  """FrechetInceptionDistance._reference_statistics with a fake Inception: only a change of
+  """FrechetInceptionDistance.reference_statistics with a fake Inception: only a change of
   what the statistics depend on computes them again."""
   # pylint: disable=g-import-not-at-top
   from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
@@ -203,20 +203,21 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
     config = tiny_bigbigan_config(**{"data_dir": str(mnist_dir), "fid_samples": 11,
                                      "inception_weights": str(weights), **overrides})
     # A fresh evaluator each time, as a new training run or bigbigan.evaluate has; only the
-    # parts _reference_statistics uses, and an Inception that needs no weights.
+    # parts reference_statistics uses, and an Inception that needs no weights.
     evaluator = FrechetInceptionDistance(EvaluationContext(
         config, mesh=None, workdir=str(workdir), data=None, initial_state=None))
-    evaluator._real_batches = lambda predict, count: ("real images", count)
+    evaluator.real_batches = lambda predict, split, count: ("real images", split, count)
 
     def inception_outputs(batches, what):
-      assert batches == ("real images", config.fid_samples) and what
+      assert batches == ("real images", config.fid_reference_split, config.fid_samples) and what
       computed.append(dict(overrides))
       statistics = fid.FeatureStatistics(4)
       statistics.update(np.random.default_rng(len(computed)).standard_normal((9, 4)))
       return statistics, None
 
-    evaluator._inception = types.SimpleNamespace(outputs=inception_outputs)
-    return evaluator._reference_statistics(predict=None)
+    evaluator._inception = types.SimpleNamespace(outputs=inception_outputs,
+                                                 weights_path=config.inception_weights)
+    return evaluator.reference_statistics(predict=None)
 
   first = reference()
   np.testing.assert_array_equal(reference()[1], first[1])
@@ -233,3 +234,31 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
   assert len(list(workdir.glob("fid_reference_*.npz"))) == 6
   with pytest.raises(MetricUnavailable, match="FID Inception weights not found at"):
     reference(inception_weights=str(tmp_path / "missing.pth"))
+
+
+def test_the_inception_score_refuses_weights_without_a_classifier(mnist_dir, tmp_path,
+                                                                  monkeypatch):
+  # pylint: disable=g-import-not-at-top
+  from bigbigan.evaluation import image_generation, inception, inception_weights
+  from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
+  from mnist_mock import tiny_bigbigan_config
+  # pylint: enable=g-import-not-at-top
+  extractor = tmp_path / "default_1.pt"
+  loaded = []
+
+  def load(path):
+    loaded.append(path)
+    return inception_weights.InceptionWeights(
+        {}, inception.FIDInceptionV3(classifier=False, inputs=inception.TF_2015_INPUTS),
+        inception_weights.TORCHSCRIPT_SOURCE)
+
+  monkeypatch.setattr(inception_weights, "load", load)
+  config = tiny_bigbigan_config(data_dir=str(mnist_dir), inception_weights=str(extractor))
+  context = EvaluationContext(config, mesh=None, workdir=str(tmp_path), data=None,
+                              initial_state=None)
+  with pytest.raises(MetricUnavailable, match=(
+      r"default_1\.pt is the 2015 Inception's TorchScript feature extractor, without a "
+      r"classifier: the Inception Score needs pytorch-fid's "
+      r"pt_inception-2015-12-05-6726825d\.pth \(https://.*\); FID runs with either file$")):
+    image_generation.InceptionScore(context).run(predict=None, state=None, step=0)
+  assert loaded == [str(extractor)]

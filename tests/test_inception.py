@@ -13,7 +13,7 @@ import pytest
 
 import fid_inception_state_dict as state_dicts
 from bigbigan.evaluation import inception
-from bigbigan.evaluation import torch_weights
+from bigbigan.evaluation import inception_weights
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_matches_pytorch_fid(monkeypatch):
   monkeypatch.setattr(pytorch_fid, "load_state_dict_from_url",
                       lambda *args, **kwargs: {k: torch.from_numpy(v) for k, v in state.items()})
   torch_model = pytorch_fid.InceptionV3([3]).eval()  # Loads strictly: the table is complete.
-  variables = torch_weights.convert_pytorch_state_dict(state)
+  variables = inception_weights.convert_pytorch_state_dict(state)
   apply = jax.jit(inception.FIDInceptionV3().apply)
   rng = np.random.default_rng(2)
   worst = 0.0

@@ -16,7 +16,7 @@ from absl.testing import flagsaver
 
 from bigbigan import evaluate, sharding
 from bigbigan.evaluation import fid as fid_lib
-from bigbigan.evaluation import image_generation
+from bigbigan.evaluation import image_generation, inception, inception_weights
 from bigbigan.evaluation.context import EvaluationContext
 from bigbigan.evaluation.registry import Evaluation
 from bigbigan.families import bigbigan as bigbigan_family
@@ -49,15 +49,18 @@ def toy_network(x: jax.Array) -> dict[str, jax.Array]:
 def toy_inception(monkeypatch):
   """The toy network in place of Inception; returns the list of what each pass was of."""
   passes = []
-  outputs = image_generation._InceptionOutputs.outputs
+  outputs = image_generation.InceptionOutputs.outputs
 
   def recorded(self, images, what, logits=False):
     passes.append(what)
     return outputs(self, images, what, logits)
 
-  monkeypatch.setattr(image_generation._InceptionOutputs, "_inception_fn",
+  monkeypatch.setattr(image_generation.InceptionOutputs, "_inception_fn",
                       lambda self: toy_network)
-  monkeypatch.setattr(image_generation._InceptionOutputs, "outputs", recorded)
+  # A network with a classifier, as the Inception Score needs.
+  monkeypatch.setattr(image_generation.InceptionOutputs, "weights", lambda self: (
+      inception_weights.InceptionWeights({}, inception.FIDInceptionV3(), "a toy network")))
+  monkeypatch.setattr(image_generation.InceptionOutputs, "outputs", recorded)
   return passes
 
 
@@ -75,8 +78,9 @@ def _evaluate(variant: str, data_dir: str, workdir):
   state = jax.jit(bigbigan_family.state_initializer(config, networks),
                   out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
   predict = bigbigan_family.make_predict_fns(config, networks, mesh)
+  # The initial state is the evaluated one: fid_random_init must equal fid.
   context = EvaluationContext(config, mesh, str(workdir), bigbigan_family.make_data(config, mesh),
-                              initial_state=lambda: None)
+                              initial_state=lambda: state)
   results = Evaluation(context).run(predict, state, 1)
   return results, config, predict, state
 
@@ -121,19 +125,21 @@ def test_uniform_prior_threshold_1_is_the_untruncated_samples(mock_mnist, tmp_pa
   # bit for bit the same metrics; a threshold below 1 draws other samples.
   results, _, _, _ = _evaluate("uniform", mock_mnist, tmp_path)
   assert set(results) == {
-      "fid", "inception_score", "inception_score_std",
+      "fid", "fid_random_init", "inception_score", "inception_score_std",
       "fid_truncation_1", "inception_score_truncation_1", "inception_score_std_truncation_1",
       "fid_truncation_0.25", "inception_score_truncation_0.25",
       "inception_score_std_truncation_0.25"}
   for name in ("fid", "inception_score", "inception_score_std"):
     assert results[f"{name}_truncation_1"] == results[name], name
     assert np.isfinite(results[name]), name
+  assert results["fid_random_init"] == results["fid"]
   for name in ("fid", "inception_score"):
     assert results[f"{name}_truncation_0.25"] != results[name], name
-  # One pass of the toy network per threshold, shared by IS (first) and FID, and one of
-  # the real images.
+  # One pass of the toy network per threshold, shared by IS (first) and FID, one of the
+  # real images, and one of the initial state's samples.
   assert toy_inception == ["FID samples", "FID samples (truncation 1)",
-                           "FID samples (truncation 0.25)", "FID reference images"]
+                           "FID samples (truncation 0.25)", "FID reference images (train)",
+                           "FID samples (initial state)"]
 
 
 @pytest.mark.slow  # As above.
@@ -157,7 +163,7 @@ def test_normal_prior_truncated_metrics_equal_an_independent_computation(
   for name in ("fid", "inception_score"):
     values = [results[name], results[f"{name}_truncation_1"], results[f"{name}_truncation_0.25"]]
     assert len(set(values)) == 3, (name, values)
-  assert len(toy_inception) == 4 and toy_inception.count("FID reference images") == 1
+  assert len(toy_inception) == 5 and toy_inception.count("FID reference images (train)") == 1
 
 
 def test_sweep_table_has_a_row_per_threshold():

