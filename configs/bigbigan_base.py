@@ -134,6 +134,10 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # downloaded by the user); FID against as many real images of fid_reference_split.
   config.inception_weights = ""
   config.fid_samples = 50_000
+  # Rows of each evaluation batch that go through Inception at once; 0: the batch whole.
+  # A divisor of eval_batch_size, single-process only: for CPUs, whose caches favour small
+  # batches (the Inception runs at 7.9 images/s in batches of 8 on 2 cores, 4.6 in 512s).
+  config.inception_batch_size = 0
   # BigGAN's truncation trick: FID and IS are also computed on samples of z truncated at each
   # of these thresholds (metrics fid_truncation_T, inception_score_truncation_T).
   config.fid_truncations = ()
@@ -193,6 +197,7 @@ def _tiny_on_mnist(config: ml_collections.ConfigDict) -> None:
   config.fid_samples = 10_000
   config.fid_reference_split = "test"
   config.eval_batch_size = 512
+  config.inception_batch_size = 8
   config.eval_features = ("avepool_feat",)
   config.batch_size = 32
   # One D step per E/G step (a second one doubles D's cost), and E's learning rate 10x G's

@@ -138,6 +138,11 @@ def test_paper_rows(spec, fields):
     (dict(encoder__backbone="vit"), "config.encoder.backbone='vit' is unknown"),
     (dict(compute_dtype="float16"), "config.compute_dtype='float16' is unknown"),
     (dict(batch_size=60), "config.batch_size=60 does not divide over 8 devices"),
+    (dict(inception_batch_size=48), "config.inception_batch_size=48: 0 (each evaluation batch "
+                                    "whole), or in a single process a divisor of config.eval_"
+                                    "batch_size=512 that is a multiple of the 8 devices"),
+    (dict(inception_batch_size=4), "config.inception_batch_size=4: 0 (each evaluation batch"),
+    (dict(inception_batch_size=-8), "config.inception_batch_size=-8: 0 (each evaluation batch"),
 ])
 def test_bad_bigbigan_values_are_refused(overrides, message):
   config = load_config(f"{REPO}/configs/bigbigan_base.py:tiny")

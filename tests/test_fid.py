@@ -208,8 +208,9 @@ def test_the_evaluator_recomputes_when_weights_split_count_or_preprocessing_chan
         config, mesh=None, workdir=str(workdir), data=None, initial_state=None))
     evaluator.real_batches = lambda predict, split, count: ("real images", split, count)
 
-    def inception_outputs(batches, what):
+    def inception_outputs(batches, what, total):
       assert batches == ("real images", config.fid_reference_split, config.fid_samples) and what
+      assert total == config.fid_samples
       computed.append(dict(overrides))
       statistics = fid.FeatureStatistics(4)
       statistics.update(np.random.default_rng(len(computed)).standard_normal((9, 4)))

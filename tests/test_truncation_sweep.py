@@ -51,9 +51,9 @@ def toy_inception(monkeypatch):
   passes = []
   outputs = image_generation.InceptionOutputs.outputs
 
-  def recorded(self, images, what, logits=False):
+  def recorded(self, images, what, logits=False, total=None):
     passes.append(what)
-    return outputs(self, images, what, logits)
+    return outputs(self, images, what, logits, total)
 
   monkeypatch.setattr(image_generation.InceptionOutputs, "_inception_fn",
                       lambda self: toy_network)

@@ -87,22 +87,30 @@ class InceptionOutputs:
     return self._inception
 
   def outputs(self, images: Iterator[tuple[jax.Array, np.ndarray]], what: str,
-              logits: bool = False) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
+              logits: bool = False, total: Optional[int] = None
+              ) -> tuple[fid_lib.FeatureStatistics, np.ndarray]:
     """Pool statistics (and, with `logits`, the IS logits, else None) of batches of
-    ([B, H, W, 3] in [-1, 1], mask) (`what` they are, for the progress lines of the log)."""
+    ([B, H, W, 3] in [-1, 1], mask): `what` they are and their `total` (default
+    config.fid_samples), for the progress lines of the log."""
     fn = self._inception_fn()
     statistics = None
     all_logits = []
-    for x, mask in progress.track(images, what, self._config.fid_samples,
-                                  lambda batch: int(batch[1].sum())):
-      outputs = fn(x)
-      pool = sharding.gather_rows(outputs["pool"])
-      if statistics is None:
-        # As wide as the network's pool features: 2048 for Inception.
-        statistics = fid_lib.FeatureStatistics(pool.shape[1])
-      statistics.update(pool, mask)
-      if logits:
-        all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask])
+    total = self._config.fid_samples if total is None else total
+    # Rows per Inception call; 0: the batch whole (see config.inception_batch_size).
+    chunk = self._config.get("inception_batch_size", 0)
+    for x, mask in progress.track(images, what, total, lambda batch: int(batch[1].sum())):
+      for start in range(0, len(mask), chunk or len(mask)):
+        rows = slice(start, start + (chunk or len(mask)))
+        if chunk and not mask[rows].any():
+          continue  # Padding of the last batch only.
+        outputs = fn(x[rows])
+        pool = sharding.gather_rows(outputs["pool"])
+        if statistics is None:
+          # As wide as the network's pool features: 2048 for Inception.
+          statistics = fid_lib.FeatureStatistics(pool.shape[1])
+        statistics.update(pool, mask[rows])
+        if logits:
+          all_logits.append(sharding.gather_rows(outputs["logits_unbiased"])[mask[rows]])
     if statistics is None:
       raise MetricUnavailable(f"no {what}: nothing to compute the statistics of")
     return statistics, (np.concatenate(all_logits) if logits else None)
@@ -203,7 +211,8 @@ class FrechetInceptionDistance:
 
     def compute():
       statistics, _ = self._inception.outputs(self.real_batches(predict, split, count),
-                                              what=f"FID reference images ({split})")
+                                              what=f"FID reference images ({split})",
+                                              total=count)
       return statistics.mean, statistics.covariance
 
     return fid_lib.cached_reference_statistics(self._context.workdir, key, compute,

@@ -107,6 +107,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                       f"the per-device batch {per_device} (config.batch_size="
                       f"{config.batch_size} over {num_devices} devices): use a divisor of "
                       f"{per_device}")
+  # Run configs written before the field existed have none.
+  inception_batch = config.get("inception_batch_size", 0)
+  if not check.is_integer(inception_batch) or inception_batch < 0 or inception_batch and (
+      config.eval_batch_size % inception_batch or inception_batch % num_devices
+      or num_processes > 1):
+    raise ConfigError(f"config.inception_batch_size={inception_batch!r}: 0 (each evaluation "
+                      "batch whole), or in a single process a divisor of "
+                      f"config.eval_batch_size={config.eval_batch_size} that is a multiple of "
+                      f"the {num_devices} devices")
   truncations = config.get("fid_truncations", ())
   if not all(check.is_number(t) and t > 0 for t in truncations):
     raise ConfigError(f"config.fid_truncations={tuple(truncations)!r}: thresholds > 0 of the "
