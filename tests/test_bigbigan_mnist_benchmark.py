@@ -112,7 +112,8 @@ def test_table(tmp_path):
   assert "| linear probe, learned (EMA) | 99.00% | 98.50% | 98.75 ± 0.35% |" in table
   assert "| probe error ratio learned / random | 0.100 | 0.188 | 0.144 ± 0.062 |" in table
   assert "| 1-NN cosine, raw pixels | 97.00% | 97.00% | 97.00 ± 0.00% |" in table
-  assert len(table) == 2 + len(bench.ROWS)
+  # No run has FID: its rows are left out.
+  assert len(table) == 2 + len([kind for _, _, kind in bench.ROWS if kind != "number"])
 
 
 def test_checks_pass_and_fail(tmp_path):
@@ -229,3 +230,30 @@ def test_more_jobs_than_cores_share_them_single_threaded(tmp_path):
     affinity, xla_flags = (tmp_path / f"seed_{seed}" / "train.log").read_text().splitlines()
     assert json.loads(affinity) == cores
     assert xla_flags.endswith(bench.ONE_CORE_XLA_FLAGS)
+
+
+def test_fid_rows_panel_and_overrides(tmp_path, monkeypatch, capsys):
+  _write_runs(tmp_path)
+  for seed, (fid, fid_random_init) in enumerate(((31.5, 402.25), (29.5, 398.75))):
+    with open(tmp_path / f"seed_{seed}" / "metrics.jsonl", "a") as f:
+      f.write(json.dumps({"step": 200, "fid": fid, "fid_random_init": fid_random_init}) + "\n")
+  finals = _finals(tmp_path)
+  table = bench.format_table(finals, bench.summarise(finals)).splitlines()
+  assert "| FID, learned (EMA G) | 31.50 | 29.50 | 30.50 ± 1.41 |" in table
+  assert "| FID, random init | 402.25 | 398.75 | 400.50 ± 2.47 |" in table
+  path = tmp_path / "learning.png"
+  curves = {seed: bench.read_curves(str(tmp_path / f"seed_{seed}")) for seed in (0, 1)}
+  bench.plot(curves, str(path), "with FID")
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  assert Image.open(path).size == (3 * 6 * 120, 4.5 * 120)  # Three panels.
+
+  config = f"{REPO}/configs/bigbigan_base.py:mnist"
+  assert bench.fid_overrides(config, "/w/default_1.pt", 0, ["total_steps=500"]) == [
+      "inception_weights=/w/default_1.pt",
+      "eval_metrics=('linear_probe','knn','reconstruction_labels','reports','fid')",
+      "eval_every_steps_per_metric.fid=500"]
+  assert bench.fid_overrides(config, "/w/default_1.pt", 1800)[-1] == (
+      "eval_every_steps_per_metric.fid=1800")
+  monkeypatch.setattr(bench.inception_weights, "installed_fid_helper_file", lambda: None)
+  assert bench.fid_overrides(config, "", 0) == []
+  assert "no FID" in capsys.readouterr().out
