@@ -168,6 +168,9 @@ def file_kind(data: bytes) -> str:
     magic = None
   if magic == _LEGACY_MAGIC_NUMBER:
     return STATE_DICT
+  if data.startswith(b"PK\x03\x04"):
+    # A zip's first entry without the directory at its end: the file was cut short.
+    raise TorchFileError("a truncated zip archive (its end is missing)")
   raise TorchFileError("not a PyTorch file (neither a torch.save nor a TorchScript zip)")
 
 
