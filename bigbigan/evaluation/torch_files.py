@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import io
 import pickle
+import types
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -87,9 +88,8 @@ class ModuleRecord:
   so that pickle's NEWOBJ/BUILD make a record; nothing of the class's code is looked at.
   """
   type_name = ""
-
-  def __init__(self):
-    self.attributes: dict[str, Any] = {}
+  # Pickle makes the object without __init__; a record that BUILD never reaches has none.
+  attributes: Mapping[str, Any] = types.MappingProxyType({})
 
   def __setstate__(self, state):
     if not isinstance(state, Mapping):
