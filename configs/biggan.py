@@ -91,6 +91,13 @@ def get_config(variant: str = "128") -> ml_collections.ConfigDict:
   # BatchNorm statistics over the "global" batch (as BigGAN) or "per_device".
   config.batch_norm_scope = "global"
   config.d_steps = 2
+  # ALICE's explicit cycle terms (Li et al. 2017), added to the E/G loss; 0 leaves the
+  # paper's objective. cycle_x_weight * ||x - G(E(x))||_1 at D's resolution, from E's
+  # z_sample, and cycle_z_weight * ||z - E(G(z))||_1 on E's z_mean (G(z) repeated 2x2 up to
+  # E's resolution where E sees more pixels than D); each L1 norm is per example, averaged
+  # over the batch.
+  config.cycle_x_weight = 0.0
+  config.cycle_z_weight = 0.0
   # A learning-rate decay (lr_decay_start_fraction < 1) is laid out in iterations for all
   # three networks: D's schedule advances once per iteration, not per D step.
   config.optimizer = ml_collections.ConfigDict(dict(

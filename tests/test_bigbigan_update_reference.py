@@ -11,8 +11,11 @@ The reference, per the BigBiGAN paper (Donahue & Simonyan 2019) and BigGAN (Broc
 - D step: hinge loss mean(relu(1 - s(x, E(x)))) + mean(relu(1 + s(G(z), z))) summed over the
   scores D keeps (s_x, s_z, s_xz), differentiated w.r.t. D's params alone.
 - E/G step: linear loss mean(s(x, E(x))) - mean(s(G(z), z)) summed over the scores, plus
-  beta * sum_W ||W^T W * (1 - I)||_F^2 over G's weight matrices, differentiated w.r.t. G's
-  and E's params alone.
+  beta * sum_W ||W^T W * (1 - I)||_F^2 over G's weight matrices, plus (where the config sets
+  their weights) ALICE's cycle terms: w_x * mean_i ||x_i - G(E(x_i))||_1 with x at D's
+  resolution and E's sampled code, and w_z * mean_i ||z_i - mu_E(G(z_i))||_1 with G(z)
+  repeated 2x2 up to E's resolution, their forwards' new BN and SN state dropped;
+  differentiated w.r.t. G's and E's params alone.
 - Random draws as the update makes them: fold_in(rng, step) split into d_steps + 1 keys,
   each split into the key of z ~ N(0, I) and the key of E's noise eps ~ N(0, I), both drawn
   for the whole batch.
@@ -200,6 +203,7 @@ def make_reference(config, networks, shards=None, micro_batches=None):
   (state, uint8 images [d_steps, B, R_E, R_E, 3]) -> state."""
   g_module, e_module, d_module = networks
   batch, beta = config.batch_size, config.generator.ortho_weight
+  cycle_x_weight, cycle_z_weight = config.cycle_x_weight, config.cycle_z_weight
   scores_kept = expected_scores(config)
 
   def images_at_d_resolution(x):  # E sees 2R pixels, D the 2x2 means.
@@ -269,6 +273,16 @@ def make_reference(config, networks, shards=None, micro_batches=None):
                                                state.discriminator.params, x,
                                                encoded["z_sample"], fake, z)
       total = _linear(real, fake_scores) + _orthogonal_penalty(params["generator"], beta)
+      if cycle_x_weight:
+        reconstructed, _ = network_forward(g_module, state.generator, params["generator"],
+                                           (encoded["z_sample"],), shards=shards)
+        error = (images_at_d_resolution(x) - reconstructed).reshape(len(x), -1)
+        total = total + cycle_x_weight * jnp.mean(jnp.sum(jnp.abs(error), axis=1))
+      if cycle_z_weight:
+        fake_at_e = jnp.repeat(jnp.repeat(fake, 2, axis=1), 2, axis=2)
+        recoded, _ = network_forward(e_module, state.encoder, params["encoder"], (fake_at_e,),
+                                     shards=shards, noise=noise)
+        total = total + cycle_z_weight * jnp.mean(jnp.sum(jnp.abs(z - recoded["z_mean"]), axis=1))
       return total, (generator, encoder, discriminator)
 
     grads, (generator, encoder, discriminator) = jax.grad(loss, has_aux=True)(
@@ -300,11 +314,17 @@ def make_reference(config, networks, shards=None, micro_batches=None):
 # (test_bigbigan_update.py compares 8 devices with the 1-device run).
 
 
+# The cycle terms' weights in their test: each term's gradient a sizable part of G's and E's
+# (the x-term sums |x - G(E(x))| over 3,072 values per image, the z-term over 64).
+CYCLE_WEIGHTS = {"cycle_x_weight": 1e-3, "cycle_z_weight": 2e-2}
+
+
 @functools.lru_cache(maxsize=None)
-def one_device_iteration(variant: str = "tiny") -> dict:
+def one_device_iteration(variant: str = "tiny", cycles: bool = False) -> dict:
   """{"config", "networks", "initial", "images", "update", "metrics", "reference"} for
-  small_config(variant), the update run on one device."""
-  config = small_config(variant)
+  small_config(variant) (with the cycle terms of CYCLE_WEIGHTS where `cycles`), the update
+  run on one device."""
+  config = small_config(variant, **(CYCLE_WEIGHTS if cycles else {}))
   networks = bigbigan_family.build_networks(config)
   state, images = initial_state(config, networks), random_images(config)
   reference = jax.device_get(make_reference(config, networks)(state, images))
@@ -383,24 +403,33 @@ def assert_states_close(actual, expected, initial, rtol, atol, change_rtol, labe
 # compiler that fuses otherwise. The changes (the SGD steps, 1e-4 to 1e-1 of the values) must
 # agree to 1e-4 of themselves; every bug tried moves some by 3% (no orthogonal
 # regularisation: G's dense kernel) to over 100% (real and fake swapped in the D step, the
-# E/G loss's sign, D moved by the E/G step).
+# E/G loss's sign, D moved by the E/G step). With the cycle terms, G's changes agree to
+# 2.4e-5 of themselves (block_0's shortcut kernel): the x-term's gradient sums 3,072
+# absolute errors per image. A cycle term dropped from the loss, or G's params held fixed
+# in the x-term, moves G's and E's changes by 500 to 5,000 times the tolerance.
 RTOL, ATOL = 1e-5, 1e-6
 CHANGE_RTOL = 1e-4
 
 
 # The ablations are slow: each compiles the update and the reference anew (~10 s with a
 # warm compilation cache, minutes without).
-@pytest.mark.parametrize("variant", [
+@pytest.mark.parametrize("variant, cycles", [
     # 72 s from a cold compilation cache: the whole suite runs it, the fast tier does not.
-    pytest.param("tiny", marks=pytest.mark.slow),  # All three scores: s_x, s_z and s_xz.
-    pytest.param("tiny,x_unary_only", marks=pytest.mark.slow),
-    pytest.param("tiny,z_unary_only", marks=pytest.mark.slow),
-    pytest.param("tiny,no_unaries", marks=pytest.mark.slow)])
-def test_update_equals_reference(variant):
-  run = one_device_iteration(variant)
+    pytest.param("tiny", False, marks=pytest.mark.slow),  # All three scores: s_x, s_z, s_xz.
+    pytest.param("tiny,x_unary_only", False, marks=pytest.mark.slow),
+    pytest.param("tiny,z_unary_only", False, marks=pytest.mark.slow),
+    # ALICE's cycle terms ride on an ablation's compile rather than take one of their own.
+    pytest.param("tiny,no_unaries", True, marks=pytest.mark.slow, id="tiny,no_unaries,cycles")])
+def test_update_equals_reference(variant, cycles):
+  run = one_device_iteration(variant, cycles)
   config, initial, actual = run["config"], run["initial"], run["update"]
   assert int(actual.step) == 1 and actual.ema is None
   np.testing.assert_array_equal(actual.rng, initial.rng)
   scores = {k[len("real_score_"):] for k in run["metrics"] if k.startswith("real_score_")}
   assert scores == expected_scores(config)
-  assert_states_close(actual, run["reference"], initial, RTOL, ATOL, CHANGE_RTOL, variant)
+  cycle_metrics = {"cycle_x", "cycle_z"} & set(run["metrics"])
+  assert cycle_metrics == ({"cycle_x", "cycle_z"} if cycles else set())
+  assert all(np.isfinite(run["metrics"][name]) and run["metrics"][name] > 0
+             for name in cycle_metrics)
+  assert_states_close(actual, run["reference"], initial, RTOL, ATOL, CHANGE_RTOL,
+                      variant + ",cycles" * cycles)

@@ -138,6 +138,10 @@ def test_paper_rows(spec, fields):
     (dict(encoder__backbone="vit"), "config.encoder.backbone='vit' is unknown"),
     (dict(compute_dtype="float16"), "config.compute_dtype='float16' is unknown"),
     (dict(batch_size=60), "config.batch_size=60 does not divide over 8 devices"),
+    (dict(cycle_x_weight=-1.0), "config.cycle_x_weight=-1.0: must be >= 0 (0 leaves the term"),
+    (dict(cycle_z_weight=-0.5), "config.cycle_z_weight=-0.5: must be >= 0"),
+    (dict(cycle_x_weight=0.1, encoder__kind="none"),
+     "config.cycle_x_weight=0.1: the cycle terms need an encoder"),
     (dict(inception_batch_size=48), "config.inception_batch_size=48: 0 (each evaluation batch "
                                     "whole), or in a single process a divisor of config.eval_"
                                     "batch_size=512 that is a multiple of the 8 devices"),

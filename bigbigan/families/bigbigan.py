@@ -107,7 +107,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                       f"the per-device batch {per_device} (config.batch_size="
                       f"{config.batch_size} over {num_devices} devices): use a divisor of "
                       f"{per_device}")
-  # Run configs written before the field existed have none.
+  # Run configs written before these fields existed have none.
+  for field in ("cycle_x_weight", "cycle_z_weight"):
+    weight = config.get(field, 0.0)
+    if not check.is_number(weight) or weight < 0:
+      raise ConfigError(f"config.{field}={weight!r}: must be >= 0 (0 leaves the term out)")
+    if weight and config.encoder.kind == "none":
+      raise ConfigError(f"config.{field}={weight!r}: the cycle terms need an encoder "
+                        "(config.encoder.kind is 'none'); set it to 0")
   inception_batch = config.get("inception_batch_size", 0)
   if not check.is_integer(inception_batch) or inception_batch < 0 or inception_batch and (
       config.eval_batch_size % inception_batch or inception_batch % num_devices

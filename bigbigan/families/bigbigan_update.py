@@ -14,9 +14,12 @@ through D as one batch, so spectral norm advances once per D call, as in BigGAN'
 they are interleaved row by row (`interleave_pairs`), which keeps every device's pairs on
 that device where a concatenation would move rows between devices. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
 unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's
-weights. All networks run in training mode in both kinds of step, so BatchNorm statistics
-(over the global batch) and spectral-norm vectors advance with every forward; the EMA of G
-and E follows the E/G step. Without an encoder it is BigGAN's GAN ("No E" in the paper).
+weights; optionally ALICE's cycle terms (`config.cycle_x_weight`, `config.cycle_z_weight`:
+||x - G(E(x))||_1 and ||z - E(G(z))||_1 in the E/G loss, logged as `cycle_x`, `cycle_z`).
+All networks run in training mode in both kinds of step, so BatchNorm statistics (over the
+global batch) and spectral-norm vectors advance with every forward of the adversarial
+losses (the cycles' extra forwards leave them be); the EMA of G and E follows the E/G step.
+Without an encoder it is BigGAN's GAN ("No E" in the paper).
 
 Gradient accumulation (`config.accumulation_steps` = k, as BigGAN's `num_D_accumulations`
 and `num_G_accumulations`): each D step and the E/G step split their global batch into k
@@ -48,7 +51,7 @@ from bigbigan import losses
 from bigbigan import sharding
 from bigbigan.errors import ConfigError
 from bigbigan.families.common import (interleave_pairs, normalise_images, sample_prior,
-                                      split_pairs, to_discriminator_resolution)
+                                      split_pairs, to_discriminator_resolution, upsample_to)
 from bigbigan.models.layers import SPECTRAL
 from bigbigan.models.networks import Networks
 from bigbigan.state import NetworkState, TrainState, update_ema
@@ -237,6 +240,9 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
   accumulate = functools.partial(accumulate_gradients, k=accumulation_steps, mesh=mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   ortho_weight = config.generator.ortho_weight
+  # Configs written before the cycle terms existed have none.
+  cycle_x_weight = config.get("cycle_x_weight", 0.0) if has_encoder else 0.0
+  cycle_z_weight = config.get("cycle_z_weight", 0.0) if has_encoder else 0.0
   if unroll_d_steps is None:
     # XLA:CPU runs the body of a while loop several times slower than the same ops outside
     # one (the MNIST update: 1.58 s against 0.22 s per iteration on one core, d_steps 1;
@@ -299,7 +305,22 @@ def make_bigbigan_train_step(config: ml_collections.ConfigDict, networks: Networ
       _, eg_loss = losses.score_losses(real, fake_scores)
       ortho = losses.orthogonal_regularisation(eg_params["generator"], ortho_weight)
       metrics = {"eg_loss": eg_loss, "orthogonal_regularisation": ortho, **extra}
-      return eg_loss + ortho, (generator, encoder, discriminator, metrics)
+      total = eg_loss + ortho
+      # The cycles' forwards leave the BN statistics and spectral vectors as the loss's
+      # own forwards set them: their new state is dropped.
+      if cycle_x_weight:
+        reconstructed, _ = _run(g_module, state.generator, eg_params["generator"],
+                                encoded["z_sample"])
+        metrics["cycle_x"] = losses.reconstruction_loss(
+            x_d.astype(jnp.float32), reconstructed.astype(jnp.float32), "l1")
+        total = total + cycle_x_weight * metrics["cycle_x"]
+      if cycle_z_weight:
+        recoded, _ = _run(e_module, state.encoder, eg_params["encoder"],
+                          upsample_to(fake.astype(x.dtype), x.shape[1]), noise=noise)
+        metrics["cycle_z"] = losses.reconstruction_loss(
+            z, recoded["z_mean"].astype(jnp.float32), "l1")
+        total = total + cycle_z_weight * metrics["cycle_z"]
+      return total, (generator, encoder, discriminator, metrics)
 
     grads, (generator, encoder, discriminator, metrics) = jax.grad(loss_fn, has_aux=True)(
         eg_params)

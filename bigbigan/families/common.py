@@ -63,6 +63,14 @@ def to_discriminator_resolution(x: jax.Array, resolution: int) -> jax.Array:
   return x
 
 
+def upsample_to(x: jax.Array, resolution: int) -> jax.Array:
+  """D's (and G's) images at E's resolution: each pixel repeated 2x2 until they match, so
+  that to_discriminator_resolution gives `x` back exactly."""
+  while x.shape[1] < resolution:
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  return x
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictFns:
   """A family's evaluation-mode functions of a state, jitted over the mesh, built once by
