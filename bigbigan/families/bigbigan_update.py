@@ -12,9 +12,10 @@ are over the global batch, or over each device's shard with
 `config.batch_norm_scope="per_device"` (`run_network`). Real and fake pairs go
 through D as one batch, so spectral norm advances once per D call, as in BigGAN's code;
 they are interleaved row by row (`interleave_pairs`), which keeps every device's pairs on
-that device where a concatenation would move rows between devices. Losses: BigBiGAN's hinge (D) and linear (E, G) losses over the scores that the
-unary switches keep (`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's
-weights; optionally ALICE's cycle terms (`config.cycle_x_weight`, `config.cycle_z_weight`:
+that device where a concatenation would move rows between devices. Losses: BigBiGAN's
+hinge (D) and linear (E, G) losses over the scores that the unary switches keep
+(`losses.score_losses`), plus BigGAN's orthogonal regularisation of G's weights;
+optionally ALICE's cycle terms (`config.cycle_x_weight`, `config.cycle_z_weight`:
 ||x - G(E(x))||_1 and ||z - E(G(z))||_1 in the E/G loss, logged as `cycle_x`, `cycle_z`).
 All networks run in training mode in both kinds of step, so BatchNorm statistics (over the
 global batch) and spectral-norm vectors advance with every forward of the adversarial
