@@ -1,13 +1,13 @@
 """BigBiGAN learns on real MNIST: several seeds of one config, a table of what they learned
 and a figure of how.
 
-    TFDS_DATA_DIR=/path/to/tfds python benchmarks/bigbigan_mnist.py --seeds 3 --jobs 2
+    TFDS_DATA_DIR=/path/to/tfds python benchmarks/bigbigan_mnist.py --seeds 3
     python benchmarks/bigbigan_mnist.py --seeds 3 --report_only  # table + figure of finished runs
 
 Trains --config (default configs/bigbigan_base.py:mnist) with the product's trainer
 (`python -m bigbigan.main`), seed s in WORKDIR/seed_<s> with its log in
-WORKDIR/seed_<s>/train.log; --jobs runs go at once, each pinned to its own share of the
-CPU cores. The trainer resumes from a workdir's checkpoints, so running this again
+WORKDIR/seed_<s>/train.log. By default the seeds run one after another, each on all the
+CPU cores; --jobs runs go at once, each pinned to its own share of them. The trainer resumes from a workdir's checkpoints, so running this again
 continues (or merely re-reads) the runs. `--set field=value` (repeatable) passes config
 overrides to every run, for recipe search.
 
@@ -80,7 +80,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_integer("seeds", 3, "Runs, with seeds 0..N-1.", lower_bound=1,
                        flag_values=flag_values)
-  flags.DEFINE_integer("jobs", 2, "Runs trained at once, each on its own share of the "
+  flags.DEFINE_integer("jobs", 1, "Runs trained at once, each on its own share of the "
                        "cores (more runs than cores share them all).",
                        lower_bound=1, flag_values=flag_values)
   flags.DEFINE_string("workdir", "/tmp/bigbigan_mnist",
