@@ -7,8 +7,9 @@ and a figure of how.
 Trains --config (default configs/bigbigan_base.py:mnist) with the product's trainer
 (`python -m bigbigan.main`), seed s in WORKDIR/seed_<s> with its log in
 WORKDIR/seed_<s>/train.log. By default the seeds run one after another, each on all the
-CPU cores; --jobs runs go at once, each pinned to its own share of them. The trainer resumes from a workdir's checkpoints, so running this again
-continues (or merely re-reads) the runs. `--set field=value` (repeatable) passes config
+CPU cores; --jobs runs go at once, each pinned to its own share of them. The trainer
+resumes from a workdir's checkpoints, so running this again continues (or merely re-reads)
+the runs. `--set field=value` (repeatable) passes config
 overrides to every run, for recipe search.
 
 Then reads each run's metrics.jsonl and prints a markdown table of the final evaluation:
