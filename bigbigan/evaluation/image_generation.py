@@ -25,10 +25,10 @@ from bigbigan import progress
 from bigbigan import sharding
 from bigbigan.data import images as data_images
 from bigbigan.data import pipeline
+from bigbigan.errors import WeightsFileError
 from bigbigan.evaluation import fid as fid_lib
 from bigbigan.evaluation import inception
 from bigbigan.evaluation import inception_weights
-from bigbigan.errors import WeightsFileError
 from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
 from bigbigan.families.common import PredictFns, to_discriminator_resolution
 from bigbigan.state import TrainState
