@@ -140,6 +140,10 @@ def get_config(variant: str = "base") -> ml_collections.ConfigDict:
   # A divisor of eval_batch_size, single-process only: for CPUs, whose caches favour small
   # batches (the Inception runs at 7.9 images/s in batches of 8 on 2 cores, 4.6 in 512s).
   config.inception_batch_size = 0
+  # FID of the initial state's samples too, once per run (fid_random_init): the reference a
+  # learned generator must beat. It costs a second pass of fid_samples; runs that share an
+  # initialisation (the same seed and networks) share it.
+  config.fid_random_init = True
   # BigGAN's truncation trick: FID and IS are also computed on samples of z truncated at each
   # of these thresholds (metrics fid_truncation_T, inception_score_truncation_T).
   config.fid_truncations = ()

@@ -151,9 +151,10 @@ def shared_inception(context: EvaluationContext) -> InceptionOutputs:
 
 
 class FrechetInceptionDistance:
-  """The `fid` evaluator: `fid`, `fid_truncation_T`, and once per run `fid_random_init`, the
-  FID of the initial state's samples (with the standing statistics of its random networks,
-  as the trained state's are), the reference that a learned generator must beat."""
+  """The `fid` evaluator: `fid`, `fid_truncation_T`, and once per run (unless
+  config.fid_random_init is False) `fid_random_init`, the FID of the initial state's samples
+  (with the standing statistics of its random networks, as the trained state's are), the
+  reference that a learned generator must beat."""
 
   def __init__(self, context: EvaluationContext):
     self._context = context
@@ -232,7 +233,8 @@ class FrechetInceptionDistance:
     del step
     results = {metric_name("fid", truncation): self._fid(predict, state, truncation)
                for truncation in (None,) + _truncations(self._config)}
-    if self._random_init is None:
+    # Run configs written before the field existed have none.
+    if self._random_init is None and self._config.get("fid_random_init", True):
       # The representation evaluators share this initial state in one evaluation.
       initial = self._context.once_per_round("initial_state", self._context.initial_state)
       self._random_init = {"fid_random_init": self._fid(predict, initial, which="initial")}

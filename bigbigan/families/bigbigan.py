@@ -108,6 +108,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                       f"{config.batch_size} over {num_devices} devices): use a divisor of "
                       f"{per_device}")
   # Run configs written before these fields existed have none.
+  if not isinstance(config.get("fid_random_init", True), bool):
+    raise ConfigError(f"config.fid_random_init={config.fid_random_init!r}: True or False")
   for field in ("cycle_x_weight", "cycle_z_weight"):
     weight = config.get(field, 0.0)
     if not check.is_number(weight) or weight < 0:
