@@ -229,7 +229,7 @@ class FrechetInceptionDistance:
 
   def run(self, predict: PredictFns, state: TrainState, step: int) -> dict:
     """`fid`, `fid_truncation_T` for each threshold T of `config.fid_truncations`, and
-    `fid_random_init`."""
+    `fid_random_init` (where config.fid_random_init)."""
     del step
     results = {metric_name("fid", truncation): self._fid(predict, state, truncation)
                for truncation in (None,) + _truncations(self._config)}
@@ -238,7 +238,7 @@ class FrechetInceptionDistance:
       # The representation evaluators share this initial state in one evaluation.
       initial = self._context.once_per_round("initial_state", self._context.initial_state)
       self._random_init = {"fid_random_init": self._fid(predict, initial, which="initial")}
-    return {**results, **self._random_init}
+    return {**results, **(self._random_init or {})}
 
 
 class InceptionScore:
