@@ -80,7 +80,8 @@ def resize_like_clean_fid(images: np.ndarray) -> np.ndarray:
   pixels = (np.asarray(images, np.float32) + 1) * 127.5
   size = (inception.INPUT_SIZE, inception.INPUT_SIZE)
   resized = np.stack([
-      np.stack([np.asarray(PIL.Image.fromarray(image[:, :, c], mode="F").resize(
+      # A float32 channel is PIL's mode "F", as clean-fid resizes it.
+      np.stack([np.asarray(PIL.Image.fromarray(image[:, :, c]).resize(
           size, resample=PIL.Image.BICUBIC)) for c in range(image.shape[-1])], axis=-1)
       for image in pixels])
   return np.clip(resized, 0, 255) / 127.5 - 1
