@@ -27,7 +27,6 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 from absl import app
@@ -67,12 +66,7 @@ def _tf1_bilinear_taps(in_size: int, out_size: int):
 
 @jax.jit
 def resize_like_stylegan3(images: jax.Array) -> jax.Array:
-  for axis in (1, 2):
-    low, high, weight = _tf1_bilinear_taps(images.shape[axis], inception.INPUT_SIZE)
-    weight = weight.reshape([-1 if a == axis else 1 for a in range(images.ndim)])
-    images = (jnp.take(images, low, axis=axis) * (1 - weight)
-              + jnp.take(images, high, axis=axis) * weight)
-  return images
+  return inception.resize_separably(images, inception.INPUT_SIZE, _tf1_bilinear_taps)
 
 
 def resize_like_clean_fid(images: np.ndarray) -> np.ndarray:

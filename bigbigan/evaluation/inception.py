@@ -73,11 +73,18 @@ def resize_like_pytorch_fid(images: jax.Array, size: int = INPUT_SIZE) -> jax.Ar
   Returns:
     [N, size, size, C] float32 images.
   """
+  return resize_separably(images, size, _bilinear_taps)
+
+
+def resize_separably(images: jax.Array, size: int, taps) -> jax.Array:
+  """[N, H, W, C] images linearly interpolated to [N, size, size, C], height then width,
+  each output pixel from the two input pixels `taps(in_size, size)` gives it: (low rows,
+  high rows, weight of the high one). An axis already of the target size is left alone."""
   images = jnp.asarray(images, jnp.float32)
   for axis in (1, 2):
     if images.shape[axis] == size:
       continue
-    low, high, weight = _bilinear_taps(images.shape[axis], size)
+    low, high, weight = taps(images.shape[axis], size)
     weight = weight.reshape([-1 if a == axis else 1 for a in range(images.ndim)])
     images = (jnp.take(images, low, axis=axis) * (1 - weight)
               + jnp.take(images, high, axis=axis) * weight)
