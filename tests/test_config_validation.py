@@ -143,7 +143,7 @@ def test_paper_rows(spec, fields):
     (dict(cycle_x_weight=0.1, encoder__kind="none"),
      "config.cycle_x_weight=0.1: the cycle terms need an encoder"),
     (dict(inception_batch_size=48), "config.inception_batch_size=48: 0 (each evaluation batch "
-                                    "whole), or in a single process a divisor of config.eval_"
+                                    "whole), or a divisor of config.eval_"
                                     "batch_size=512 that is a multiple of the 8 devices"),
     (dict(inception_batch_size=4), "config.inception_batch_size=4: 0 (each evaluation batch"),
     (dict(inception_batch_size=-8), "config.inception_batch_size=-8: 0 (each evaluation batch"),
@@ -154,6 +154,20 @@ def test_bad_bigbigan_values_are_refused(overrides, message):
   with pytest.raises(ConfigError) as error:
     validate_config(config, num_devices=8)
   assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_inception_batches_are_single_process_where_inception_runs():
+  """config.inception_batch_size slices batches on the host: with FID (or IS) evaluated, more
+  than one process is refused; without, the field is inert and the config is valid."""
+  config = load_config(f"{REPO}/configs/bigbigan_base.py:mnist")
+  assert config.inception_batch_size
+  validate_config(config, num_devices=2, num_processes=2)
+  config.eval_metrics = (*config.eval_metrics, "fid")
+  validate_config(config, num_devices=2, num_processes=1)
+  with pytest.raises(ConfigError) as error:
+    validate_config(config, num_devices=2, num_processes=2)
+  assert str(error.value) == ("config.inception_batch_size=8: Inception batches of their own "
+                              "are for a single process (2 run); set it to 0")
 
 
 @pytest.mark.parametrize("spec", ["biggan.py", "biggan.py:tiny", "biggan.py:conditional",

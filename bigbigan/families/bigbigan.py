@@ -119,12 +119,16 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                         "(config.encoder.kind is 'none'); set it to 0")
   inception_batch = config.get("inception_batch_size", 0)
   if not check.is_integer(inception_batch) or inception_batch < 0 or inception_batch and (
-      config.eval_batch_size % inception_batch or inception_batch % num_devices
-      or num_processes > 1):
+      config.eval_batch_size % inception_batch or inception_batch % num_devices):
     raise ConfigError(f"config.inception_batch_size={inception_batch!r}: 0 (each evaluation "
-                      "batch whole), or in a single process a divisor of "
+                      "batch whole), or a divisor of "
                       f"config.eval_batch_size={config.eval_batch_size} that is a multiple of "
                       f"the {num_devices} devices")
+  # Chunks slice the global batch on the host's side: one process only. The field is inert
+  # where no Inception metric runs.
+  if inception_batch and num_processes > 1 and {"fid", "is"} & set(config.eval_metrics):
+    raise ConfigError(f"config.inception_batch_size={inception_batch}: Inception batches of "
+                      f"their own are for a single process ({num_processes} run); set it to 0")
   truncations = config.get("fid_truncations", ())
   if not all(check.is_number(t) and t > 0 for t in truncations):
     raise ConfigError(f"config.fid_truncations={tuple(truncations)!r}: thresholds > 0 of the "
