@@ -2,9 +2,13 @@
 
 The architecture is checked against a table of pytorch-fid's state dict written from
 torchvision's Inception-v3 definition (tests/fid_inception_state_dict.py, not generated from
-the Flax module). The optional tests need PyTorch (and pytorch-fid for the end-to-end
-comparison); they are skipped where those are not installed.
+the Flax module); the resize against torch's interpolation weights, kept as a fixture. The
+end-to-end comparison with pytorch-fid's network (random weights) needs PyTorch and
+pytorch-fid, and is skipped where they are not installed: the real weights' comparison with
+the network's own forward is tests/test_inception_real_weights.py, which always runs.
 """
+
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +18,8 @@ import pytest
 import fid_inception_state_dict as state_dicts
 from bigbigan.evaluation import inception
 from bigbigan.evaluation import inception_weights
+
+DATA = pathlib.Path(__file__).parent / "data"
 
 
 @pytest.mark.slow
@@ -57,14 +63,18 @@ def test_resize_matches_unantialiased_half_pixel_bilinear(height, width):
 
 
 def test_resize_matches_torch_interpolate():
-  torch = state_dicts.import_or_skip("torch")
+  """Against torch's own interpolation weights (tests/make_torch_resize_fixture.py):
+  F.interpolate(mode="bilinear", align_corners=False) from 71, 320 and 400 pixels to 299."""
+  fixture = np.load(DATA / "torch_bilinear_resize.npz")
+  matrices = {299: np.eye(299)}  # An axis of the target size is left alone, as by torch.
+  matrices.update({int(name[5:]): fixture[name].astype(np.float64)
+                   for name in fixture.files if name.startswith("from_")})
   # Noise, so that a sample position one float32 ulp off would show (~3e-5 at 320 rows).
   for height, width in ((71, 400), (320, 299)):
-    images = np.random.default_rng(0).uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
-    want = torch.nn.functional.interpolate(torch.from_numpy(images), size=(299, 299),
-                                           mode="bilinear", align_corners=False).numpy()
-    got = inception.resize_like_pytorch_fid(images.transpose(0, 2, 3, 1), 299)
-    np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, atol=5e-7)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, height, width, 3)).astype(np.float32)
+    want = np.einsum("ih,nhwc,jw->nijc", matrices[height], images, matrices[width])
+    got = inception.resize_like_pytorch_fid(images, 299)
+    np.testing.assert_allclose(got, want, atol=5e-7)
 
 
 def test_matches_pytorch_fid(monkeypatch):
