@@ -15,7 +15,6 @@ the micro-batch split (`bigbigan_update.split_micro_batches`) moves no data betw
 
 import argparse
 import os
-import time
 
 
 def measure(config, mesh, accumulation_steps: int) -> dict:

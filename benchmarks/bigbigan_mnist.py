@@ -134,6 +134,22 @@ def read_curves(run_dir: str) -> dict[int, dict]:
   return dict(sorted(merged.items()))
 
 
+def run_minutes(run_dir: str) -> tuple[float, float]:
+  """(training minutes, wall-clock minutes with the evaluations) of a run, from its
+  metrics.jsonl: each logging interval's iterations over the rate the trainer measured for
+  it, summed; and the uptime at the last line (the process's since it started)."""
+  training = uptime = 0.0
+  previous = 0
+  with open(os.path.join(run_dir, METRICS_FILE)) as f:
+    for line in f:
+      record = json.loads(line)
+      if "steps_per_sec" in record:
+        training += (record["step"] - previous) / record["steps_per_sec"]
+        previous = record["step"]
+      uptime = record.get("uptime", uptime)
+  return training / 60, uptime / 60
+
+
 def curve(curves: Mapping[int, Mapping], key: str) -> tuple[list[int], list[float]]:
   """(steps, values) of the steps that have `key`; the others are skipped."""
   points = [(step, float(metrics[key])) for step, metrics in curves.items() if key in metrics]
@@ -223,7 +239,8 @@ def _number(value) -> str:
 _CELLS = {"percent": _percent, "ratio": _ratio, "number": _number}
 
 
-def _cell(value, kind: str) -> str:
+def format_cell(value, kind: str) -> str:
+  """A table cell: `value` as `kind` (percent, ratio or number), "n/a" if None."""
   return _CELLS[kind](value)
 
 
@@ -231,7 +248,7 @@ def _mean_cell(mean, std, kind: str) -> str:
   if mean is None:
     return "n/a"
   if std is None:  # One seed: no spread to show.
-    return _cell(mean, kind)
+    return format_cell(mean, kind)
   if kind == "percent":
     return f"{100 * mean:.2f} ± {100 * std:.2f}%"
   if kind == "number":
@@ -248,7 +265,7 @@ def format_table(finals_by_seed: Mapping[int, Mapping], summary: Mapping) -> str
   for key, name, kind in ROWS:
     if kind == "number" and key not in summary["mean"]:
       continue
-    cells = [_cell(finals_by_seed[seed].get(key), kind) for seed in seeds]
+    cells = [format_cell(finals_by_seed[seed].get(key), kind) for seed in seeds]
     cells.append(_mean_cell(summary["mean"].get(key), summary["std"].get(key), kind))
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

