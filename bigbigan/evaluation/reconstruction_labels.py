@@ -25,7 +25,6 @@ ImageNet a pixel 1-NN is no classifier at all.
 import jax
 import numpy as np
 
-from bigbigan import sharding
 from bigbigan.data import pipeline
 from bigbigan.evaluation.context import EvaluationContext, MetricUnavailable
 from bigbigan.evaluation.knn import nearest_neighbor_accuracy

@@ -101,7 +101,6 @@ class BigBiGANDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, z: Optional[jax.Array] = None,
                labels: Optional[jax.Array] = None, *, train: bool) -> dict[str, jax.Array]:
-    kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
     # The scores are computed in float32 whatever the compute dtype: the hinge losses compare
     # them with 1, and bf16 keeps about 3 significant digits.
     head = lambda name: layers.SNDense(1, dtype=jnp.float32, param_dtype=jnp.float32,
