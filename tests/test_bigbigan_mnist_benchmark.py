@@ -257,3 +257,30 @@ def test_fid_rows_panel_and_overrides(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(bench.inception_weights, "installed_fid_helper_file", lambda: None)
   assert bench.fid_overrides(config, "", 0) == []
   assert "no FID" in capsys.readouterr().out
+
+
+def test_run_minutes_sums_the_measured_intervals(tmp_path):
+  # 200 iterations at 10/s, then 300 at 5/s (an evaluation line between them has no rate).
+  records = [{"step": 200, "steps_per_sec": 10.0, "uptime": 30.0},
+             {"step": 200, "linear_accuracy": 0.5, "uptime": 100.0},
+             {"step": 500, "steps_per_sec": 5.0, "uptime": 180.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  training, wall = bench.run_minutes(str(tmp_path))
+  assert (training, wall) == pytest.approx(((20 + 60) / 60, 3.0))
+
+
+ablation = load_script("mnist_cycle_ablation")
+
+
+def test_ablation_rows_train_for_the_papers_time():
+  seconds = {"paper": 0.10, "x1": 0.125, "x1_z1": 0.15}
+  assert ablation.steps_of("paper", seconds, 12_000) == 12_000
+  assert ablation.steps_of("x1", seconds, 12_000) == 9_600
+  assert ablation.steps_of("x1_z1", seconds, 12_000) == 8_000  # 8,000.0, not rounded down
+  overrides = ablation.run_overrides("x1_z1", 8_000, "/weights.pt")
+  assert overrides[:6] == ["cycle_x_weight=1.0", "cycle_z_weight=1.0", "total_steps=8000",
+                           "eval_every_steps=8000", "checkpoint_every_steps=8000",
+                           "eval_every_steps_per_metric.reconstruction_labels=8000"]
+  assert "fid_random_init=False" in overrides
+  assert "eval_every_steps_per_metric.fid=8000" in overrides
+  assert "fid_random_init=True" in ablation.run_overrides("paper", 12_000, "/weights.pt")
