@@ -201,6 +201,8 @@ def main() -> None:
   summary = train(args)
   finals = summary["finals"]["0"]
   from bigbigan import __version__, export  # pylint: disable=g-import-not-at-top
+  # The card is this command's, not the bundle's: export replaces only a bundle.
+  (OUT / CARD_FILE).unlink(missing_ok=True)
   manifest = export.export_run(os.path.join(args.workdir, "seed_0"), str(OUT),
                                with_discriminator=True, overwrite=True)
   if manifest["step"] != finals["step"]:
