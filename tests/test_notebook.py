@@ -65,7 +65,7 @@ def test_notebook_opens_the_shipped_model_on_cpu_without_tensorflow(tmp_path):
       "installed here: jax, flax, optax, orbax, etils, ml_collections, PIL, matplotlib and "
       "bigbigan; nothing added",
       # The MNIST sample's digits, read without TensorFlow.
-      "tfds.load('mnist') unavailable (ImportError); the shipped sample",
+      "tfds.load('mnist') unavailable (ModuleNotFoundError)",
       "digits from the MNIST sample shipped with bigbigan",
       f"train: ({train}, 28, 28, 1) uint8 test: ({test}, 28, 28, 1)",
       *(f"{name}: (8, {width}) float32" for name, width in features.items()),
