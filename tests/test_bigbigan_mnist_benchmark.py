@@ -278,8 +278,19 @@ def test_ablation_rows_train_for_the_papers_time():
   assert ablation.steps_of("x1_z1", seconds, 12_000) == 8_000  # 8,000.0, not rounded down
   overrides = ablation.run_overrides("x1_z1", 8_000, "/weights.pt")
   assert overrides[:6] == ["cycle_x_weight=1.0", "cycle_z_weight=1.0", "total_steps=8000",
-                           "eval_every_steps=8000", "checkpoint_every_steps=8000",
+                           "eval_every_steps=8000", "checkpoint_every_steps=2000",
                            "eval_every_steps_per_metric.reconstruction_labels=8000"]
   assert "fid_random_init=False" in overrides
   assert "eval_every_steps_per_metric.fid=8000" in overrides
   assert "fid_random_init=True" in ablation.run_overrides("paper", 12_000, "/weights.pt")
+
+
+def test_ablation_rows_share_the_reference_statistics(tmp_path):
+  first, second = tmp_path / "paper" / "seed_0", tmp_path / "x1" / "seed_0"
+  first.mkdir(parents=True)
+  (first / "fid_reference_abc.npz").write_bytes(b"statistics")
+  (first / "metrics.jsonl").write_text("")
+  ablation.share_reference_statistics([str(tmp_path / "missing"), str(first), str(second)],
+                                      str(second))
+  assert sorted(p.name for p in second.iterdir()) == ["fid_reference_abc.npz"]
+  assert (second / "fid_reference_abc.npz").read_bytes() == b"statistics"
