@@ -272,12 +272,12 @@ ablation = load_script("mnist_cycle_ablation")
 
 
 def test_ablation_rows_train_for_the_papers_time():
-  seconds = {"paper": 0.10, "x1": 0.125, "x1_z1": 0.15}
+  seconds = {"paper": 0.10, "x1e-3": 0.125, "x1e-3_z2e-2": 0.15}
   assert ablation.steps_of("paper", seconds, 12_000) == 12_000
-  assert ablation.steps_of("x1", seconds, 12_000) == 9_600
-  assert ablation.steps_of("x1_z1", seconds, 12_000) == 8_000  # 8,000.0, not rounded down
-  overrides = ablation.run_overrides("x1_z1", 8_000, "/weights.pt")
-  assert overrides[:6] == ["cycle_x_weight=1.0", "cycle_z_weight=1.0", "total_steps=8000",
+  assert ablation.steps_of("x1e-3", seconds, 12_000) == 9_600
+  assert ablation.steps_of("x1e-3_z2e-2", seconds, 12_000) == 8_000  # 8,000.0, not 7,900
+  overrides = ablation.run_overrides("x1e-3_z2e-2", 8_000, "/weights.pt")
+  assert overrides[:6] == ["cycle_x_weight=0.001", "cycle_z_weight=0.02", "total_steps=8000",
                            "eval_every_steps=8000", "checkpoint_every_steps=2000",
                            "eval_every_steps_per_metric.reconstruction_labels=8000"]
   assert "fid_random_init=False" in overrides
@@ -286,7 +286,7 @@ def test_ablation_rows_train_for_the_papers_time():
 
 
 def test_ablation_rows_share_the_reference_statistics(tmp_path):
-  first, second = tmp_path / "paper" / "seed_0", tmp_path / "x1" / "seed_0"
+  first, second = tmp_path / "paper" / "seed_0", tmp_path / "x1e-3" / "seed_0"
   first.mkdir(parents=True)
   (first / "fid_reference_abc.npz").write_bytes(b"statistics")
   (first / "metrics.jsonl").write_text("")
