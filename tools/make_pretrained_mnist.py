@@ -136,9 +136,10 @@ A BigBiGAN trained on MNIST with this package, shipped inside it:
 ## How it was made
 - Data: MNIST (TFDS `mnist` 3.0.1), the 60,000 training images; every figure below is on
   the 10,000 test images.
-- Config: `{card['config']}`, overrides{overrides}. {card['networks']}
-- Trained for {card['step']:,} iterations in {card['training_minutes']:.0f} minutes on
-  {card['hardware']}, evaluations excluded.
+- Config: `{card['config']}`, overrides{overrides}.
+- Networks: {card['networks']}
+- Trained for {card['step']:,} iterations in {card['training_minutes']:.0f} minutes on {card['hardware']},
+  evaluations excluded.
 - Command: `{card['command']}`
 - Code: commit `{card['commit']}`; bigbigan {card['bigbigan_version']}; made
   {card['date']}.
