@@ -37,9 +37,9 @@ import bigbigan_mnist  # pylint: disable=g-import-not-at-top,wrong-import-positi
 
 CONFIG = "configs/bigbigan_base.py:mnist"
 # name -> the row's overrides; the paper's objective has none. The terms are L1 norms summed
-# over an example's values: the x-term over D's 32 x 32 x 3 pixels in [-1, 1] (about 900 for
-# reconstructions of the wrong digit), the z-term over z's 64 values (about 50 at the
-# start), so these weights put them at 1 to 10 times the E/G adversarial loss (about 3).
+# over an example's values: the x-term over D's 32 x 32 x 3 pixels in [-1, 1] (767 for the
+# paper objective's model), the z-term over z's 64 values (52 for it), so these weights put
+# them at 1 to 10 times the E/G adversarial loss (about 3) at the start.
 ROWS = {
     "paper": {},
     "x1e-3": {"cycle_x_weight": 1e-3},
