@@ -138,17 +138,18 @@ def run_minutes(run_dir: str) -> float:
   """A run's training minutes, evaluations excluded, from its metrics.jsonl: each logging
   interval's iterations over the rate the trainer measured for it, summed. An interval that
   held an evaluation has a rate far below the others' (its clock ran through the
-  evaluation): below half the median, the median rate stands for it."""
-  intervals = []  # (iterations, measured rate)
-  previous = 0
+  evaluation): below half the median, the median rate stands for it. Iterations a resumed
+  run trained twice count once, at their last rate."""
+  rates = {}  # logged step -> the rate measured up to it; a resume's repeats replace
   with open(os.path.join(run_dir, METRICS_FILE)) as f:
     for line in f:
       record = json.loads(line)
       if "steps_per_sec" in record:
-        intervals.append((record["step"] - previous, record["steps_per_sec"]))
-        previous = record["step"]
-  if not intervals:
+        rates[record["step"]] = record["steps_per_sec"]
+  if not rates:
     return 0.0
+  steps = sorted(rates)
+  intervals = [(step - previous, rates[step]) for previous, step in zip([0, *steps], steps)]
   median = float(np.median([rate for _, rate in intervals]))
   return sum(steps / (rate if rate >= median / 2 else median)
              for steps, rate in intervals) / 60

@@ -268,6 +268,15 @@ def test_run_minutes_sums_the_measured_intervals(tmp_path):
   assert bench.run_minutes(str(tmp_path)) == pytest.approx((20 + 60 + 40) / 60)
 
 
+def test_run_minutes_counts_a_resumed_runs_repeated_iterations_once(tmp_path):
+  # Stopped after 700 iterations, resumed from a checkpoint at 500: 500..700 again at 4/s.
+  records = [{"step": 200, "steps_per_sec": 10.0}, {"step": 500, "steps_per_sec": 5.0},
+             {"step": 700, "steps_per_sec": 5.0}, {"step": 700, "steps_per_sec": 4.0},
+             {"step": 900, "steps_per_sec": 4.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert bench.run_minutes(str(tmp_path)) == pytest.approx((20 + 60 + 50 + 50) / 60)
+
+
 ablation = load_script("mnist_cycle_ablation")
 
 
@@ -276,13 +285,12 @@ def test_ablation_rows_train_for_the_papers_time():
   assert ablation.steps_of("paper", seconds, 12_000) == 12_000
   assert ablation.steps_of("x1e-3", seconds, 12_000) == 9_600
   assert ablation.steps_of("x1e-3_z2e-2", seconds, 12_000) == 8_000  # 8,000.0, not 7,900
-  overrides = ablation.run_overrides("x1e-3_z2e-2", 8_000, "/weights.pt")
+  overrides = ablation.run_overrides("x1e-3_z2e-2", 8_000, "/weights.pt", 2_000)
   assert overrides[:6] == ["cycle_x_weight=0.001", "cycle_z_weight=0.02", "total_steps=8000",
                            "eval_every_steps=8000", "checkpoint_every_steps=2000",
                            "eval_every_steps_per_metric.reconstruction_labels=8000"]
-  assert "fid_random_init=False" in overrides
+  assert "fid_random_init=False" in overrides and "fid_samples=2000" in overrides
   assert "eval_every_steps_per_metric.fid=8000" in overrides
-  assert "fid_random_init=True" in ablation.run_overrides("paper", 12_000, "/weights.pt")
 
 
 def test_ablation_rows_share_the_reference_statistics(tmp_path):
